@@ -1,0 +1,1 @@
+"""The classic MNIST CNN, trained, tracked and used with PyTorch Lightning."""

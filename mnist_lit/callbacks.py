@@ -1,0 +1,107 @@
+"""Callbacks that leave a run's results in its log folder: metrics.json and predictions.csv."""
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def _as_number(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+class RunSummary(L.Callback):
+    """Writes `metrics.json` in the run's log folder: final figures, best checkpoint, throughput.
+
+    Training time counts the training batches only: validation inside an epoch is left out.
+    """
+
+    def __init__(self, filename: str = "metrics.json") -> None:
+        self.filename = filename
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds, self.train_images = 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_images += len(batch[0]) * trainer.world_size
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training:  # pause the training clock while validating mid-fit
+            self.train_seconds += time.perf_counter() - self._started
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training:
+            self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._started
+        self._started = time.perf_counter()  # validation may still follow this hook
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        seconds = self.train_seconds
+        self._write(
+            trainer,
+            {
+                "val/acc": _as_number(trainer.callback_metrics.get("val/acc")),
+                "best_val/acc": _as_number(getattr(checkpoint, "best_model_score", None)),
+                "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+                "epochs": trainer.current_epoch,
+                "train_images": self.train_images,
+                "train_seconds": round(seconds, 2),
+                "train_images_per_second": round(self.train_images / seconds, 1)
+                if seconds
+                else None,
+            },
+        )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        self._write(
+            trainer,
+            {
+                "test/acc": _as_number(metrics.get("test/acc")),
+                "test/loss": _as_number(metrics.get("test/loss")),
+                "test_checkpoint": trainer.ckpt_path,
+            },
+        )
+
+    def _write(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
+        if not trainer.is_global_zero:
+            return
+        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary.update(figures)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes `predictions.csv` (index, label, confidence, p0..p9) in the run's log folder."""
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probs = torch.cat([batch["probs"] for batch in predictions]).float()
+        confidence, labels = probs.max(dim=1)
+        indices = [i for batch in batch_indices[0] for i in batch]
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(
+                ["index", "label", "confidence", *(f"p{k}" for k in range(probs.shape[1]))]
+            )
+            for index, label, conf, p in zip(indices, labels.tolist(), confidence, probs.tolist()):
+                writer.writerow([index, label, f"{conf:.6f}", *(f"{x:.6f}" for x in p)])
+        print(f"Wrote {len(probs)} predictions to {path}")

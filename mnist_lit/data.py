@@ -1,0 +1,183 @@
+"""MNIST files -> uint8 tensors in memory -> whole batches, scaled and normalised after transfer."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_md5
+
+# Published md5 sums of the extracted files, in torchvision's <data_dir>/MNIST/raw layout.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# Pixel mean and std of the training images after scaling to [0, 1].
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class MNISTDataError(RuntimeError):
+    """The MNIST files are missing, corrupt or unusable; the message says how to fix it."""
+
+
+class TensorImages(Dataset):
+    """Images and labels held as whole tensors; the DataLoader fetches a batch in one indexing."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate function: `__getitems__` has already built the batch."""
+    return batch
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28), scaled to [0, 1] then standardised."""
+    return (images.unsqueeze(1).float() / 255 - MNIST_MEAN) / MNIST_STD
+
+
+def raw_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def missing_files(data_dir: str | Path) -> list[str]:
+    return [name for name in MNIST_MD5 if not (raw_dir(data_dir) / name).is_file()]
+
+
+def verify_checksums(data_dir: str | Path) -> None:
+    """Raise MNISTDataError naming the first file whose md5 is not the published one."""
+    for name, md5 in MNIST_MD5.items():
+        path = raw_dir(data_dir) / name
+        if not check_md5(str(path), md5):
+            raise MNISTDataError(
+                f"{path} is corrupt: its md5 is not the published {md5}. Delete it and run again "
+                "to download a fresh copy, or point --data.data_dir at an intact copy of MNIST."
+            )
+
+
+def download(data_dir: str | Path) -> None:
+    """Fetch MNIST with torchvision, or fail with one message saying what to put where."""
+    missing = missing_files(data_dir)
+    try:
+        MNIST(str(data_dir), train=True, download=True)
+    except Exception as error:  # torchvision raises bare RuntimeError/URLError/OSError here
+        raise MNISTDataError(
+            f"MNIST files {', '.join(missing)} are missing from {raw_dir(data_dir)} and could not "
+            f"be downloaded ({type(error).__name__}). Put the extracted files there, or point "
+            "--data.data_dir at a folder that holds MNIST/raw/*-ubyte."
+        ) from error
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST's official splits: 60,000 training images split into train/val, 10,000 for test.
+
+    Args:
+        data_dir: Folder holding MNIST/raw/*-ubyte (torchvision's layout); only read unless
+            files are missing and `download` is on.
+        batch_size: Images per batch (per process under DDP).
+        val_size: Training images held out for validation and model selection.
+        num_workers: DataLoader worker processes; the data is in memory, so 0 is usually fastest.
+        split_seed: Seed of the train/val split, kept apart from the training seed so that every
+            run validates on the same images.
+        download: Download MNIST into `data_dir` when files are missing.
+        verify_checksums: Check the files against MNIST's published md5 sums; turn off only for
+            your own data written in MNIST's file format.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 32,
+        val_size: int = 5000,
+        num_workers: int = 0,
+        split_seed: int = 42,
+        download: bool = True,
+        verify_checksums: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def prepare_data(self) -> None:
+        data_dir = self.hparams.data_dir
+        if Path(data_dir).exists() and not Path(data_dir).is_dir():
+            raise MNISTDataError(
+                f"data_dir '{data_dir}' is a file; pass a folder to --data.data_dir"
+            )
+        missing = missing_files(data_dir)
+        if missing and not self.hparams.download:
+            raise MNISTDataError(
+                f"MNIST files {', '.join(missing)} are missing from {raw_dir(data_dir)}. Put the "
+                "extracted files there, point --data.data_dir at a copy, or pass "
+                "--data.download true."
+            )
+        if missing:
+            download(data_dir)
+        if self.hparams.verify_checksums:
+            verify_checksums(data_dir)
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self.train_set, self.val_set = self._split(*self._read(train=True))
+        if stage in ("test", "predict"):
+            self.test_set = TensorImages(*self._read(train=False))
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        mnist = MNIST(self.hparams.data_dir, train=train, download=False)
+        return mnist.data, mnist.targets
+
+    def _split(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[TensorImages, TensorImages]:
+        val_size = self.hparams.val_size
+        if not 0 < val_size < len(labels):
+            raise MNISTDataError(
+                f"--data.val_size {val_size} must be between 1 and {len(labels) - 1} "
+                f"(the training file holds {len(labels)} images)"
+            )
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(len(labels), generator=generator)
+        val, train = order[:val_size], order[val_size:]
+        return TensorImages(images[train], labels[train]), TensorImages(images[val], labels[val])
+
+    def _loader(self, dataset: TensorImages, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=keep_batch,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set)
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Scaling after the transfer moves uint8 (4x fewer bytes) and runs on the accelerator.
+        images, labels = batch
+        return normalize(images), labels

@@ -1,0 +1,62 @@
+"""The article's three-block CNN for 28x28 MNIST digits: a plain nn.Module returning logits."""
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+def conv_block(
+    in_channels: int, out_channels: int, dropout: float, pool_padding: int = 0
+) -> nn.Sequential:
+    """3x3 same-size convolution -> ReLU -> 2x2 max-pool (halves the side) -> dropout."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=2, stride=2, padding=pool_padding),
+        nn.Dropout(dropout),
+    )
+
+
+class CNN(nn.Module):
+    """Conv 32/64/128 -> FC 2048 -> 625 -> 10, as printed in the article.
+
+    Args:
+        channels: Output channels of the three convolution blocks.
+        hidden: Width of the fully connected hidden layer (fc1).
+        dropout: Dropout probability after every block and after fc1.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        hidden: int = 625,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.layer1 = conv_block(1, c1, dropout)
+        self.layer2 = conv_block(c1, c2, dropout)
+        # padding=1 keeps the odd 7x7 map's last row and column: 7x7 -> 4x4
+        self.layer3 = conv_block(c2, c3, dropout, pool_padding=1)
+        self.fc1 = nn.Linear(self._flat_features(), hidden)
+        # The article registers fc1 on its own and inside layer4; forward uses layer4.
+        self.layer4 = nn.Sequential(self.fc1, nn.ReLU(), nn.Dropout(dropout))
+        self.fc2 = nn.Linear(hidden, NUM_CLASSES)
+        nn.init.xavier_uniform_(self.fc1.weight)
+        nn.init.xavier_uniform_(self.fc2.weight)
+
+    @torch.no_grad()
+    def _flat_features(self) -> int:
+        """Size of the flattened conv output (128 * 4 * 4 = 2048 with the defaults)."""
+        probe = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        return self.layer3(self.layer2(self.layer1(probe))).numel()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(images)  # (B, 32, 14, 14)
+        x = self.layer2(x)  # (B, 64, 7, 7)
+        x = self.layer3(x)  # (B, 128, 4, 4)
+        x = x.flatten(1)  # (B, 2048)
+        x = self.layer4(x)  # (B, 625)
+        return self.fc2(x)  # (B, 10) logits

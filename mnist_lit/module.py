@@ -1,0 +1,74 @@
+"""The LightningModule: cross-entropy training of the CNN with Adam, accuracy per stage."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lit.model import CNN, NUM_CLASSES
+
+
+class MNISTClassifier(L.LightningModule):
+    """Classifies 28x28 digits with the article's CNN.
+
+    Args:
+        channels: Output channels of the three convolution blocks.
+        hidden: Width of the fully connected hidden layer.
+        dropout: Dropout probability used throughout the network.
+        lr: Adam learning rate.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        hidden: int = 625,
+        dropout: float = 0.3,
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = CNN(channels=channels, hidden=hidden, dropout=dropout)
+        # One metric object per stage: sharing one would mix their running counts.
+        # average="micro" is the fraction of images right (the class default is a per-class mean).
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = getattr(self, f"{stage}_acc")
+        training = stage == "train"
+        if training:
+            accuracy(logits, labels)  # forward: this batch's accuracy for the per-step curve
+        else:
+            accuracy.update(logits, labels)
+        # Evaluation figures are synchronised across processes; per-step training ones stay local.
+        log = dict(on_step=training, on_epoch=True, sync_dist=not training)
+        self.log(f"{stage}/loss", loss, prog_bar=training, **log)
+        self.log(f"{stage}/acc", accuracy, prog_bar=not training, **log)
+        return loss
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        probs = self(batch[0]).softmax(dim=1)
+        return {"preds": probs.argmax(dim=1), "probs": probs}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from mnist_lit.model import CNN
+
+
+def test_logits_shape_and_finite():
+    logits = CNN()(torch.randn(5, 1, 28, 28))
+    assert logits.shape == (5, 10)
+    assert torch.isfinite(logits).all()
+
+
+def test_parameter_count_matches_the_article():
+    # fc1 is shared by `fc1` and `layer4`, so it is counted once
+    assert sum(p.numel() for p in CNN().parameters()) == 1_379_557
+
+
+def test_printout_shows_the_articles_layers():
+    printed = str(CNN())
+    for name in ("(layer1)", "(layer2)", "(layer3)", "(fc1)", "(layer4)", "(fc2)"):
+        assert name in printed
+    assert "in_features=2048, out_features=625" in printed
+    assert "MaxPool2d(kernel_size=2, stride=2, padding=1" in printed
+
+
+def test_every_parameter_gets_a_gradient():
+    model = CNN()
+    model(torch.randn(4, 1, 28, 28)).logsumexp(dim=1).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_layer4_relu_and_dropout_are_applied():
+    model = CNN(dropout=0.3).eval()
+    images = torch.randn(8, 1, 28, 28)
+    hidden = model.layer4(model.layer3(model.layer2(model.layer1(images))).flatten(1))
+    assert (hidden >= 0).all()  # ReLU after fc1
+    torch.testing.assert_close(model(images), model.fc2(hidden))
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(images), model(images))  # dropout active in training
+
+
+@pytest.mark.parametrize(("channels", "hidden"), [((8, 16, 32), 64), ((32, 64, 128), 625)])
+def test_widths_are_arguments(channels, hidden):
+    model = CNN(channels=channels, hidden=hidden, dropout=0.0)
+    assert model.fc1.in_features == channels[2] * 4 * 4
+    assert model.fc1.out_features == hidden
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_fc_weights_are_xavier_uniform():
+    model = CNN()
+    bound = (6 / (2048 + 625)) ** 0.5
+    assert model.fc1.weight.abs().max() <= bound
+    assert model.fc1.weight.abs().max() > 0.9 * bound  # default init would be far narrower

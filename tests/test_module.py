@@ -1,0 +1,62 @@
+import lightning as L
+import torch
+
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.module import MNISTClassifier
+
+
+def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def test_parameters_move_and_loss_falls(tiny_mnist, tmp_path):
+    L.seed_everything(0)
+    model = MNISTClassifier()
+    dm = MNISTDataModule(str(tiny_mnist), val_size=64, verify_checksums=False, download=False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = quiet_trainer(tmp_path, max_epochs=3, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    for name, parameter in model.named_parameters():
+        assert not torch.equal(before[name], parameter), f"{name} did not move"
+    # 3 epochs on the learnable fake digits: far below chance-level loss (ln 10 = 2.3)
+    assert trainer.callback_metrics["train/loss_epoch"] < 1.0
+
+
+def test_predict_step_returns_labels_and_probabilities():
+    model = MNISTClassifier().eval()
+    out = model.predict_step((torch.randn(6, 1, 28, 28), torch.zeros(6)), 0)
+    assert out["preds"].shape == (6,) and out["probs"].shape == (6, 10)
+    torch.testing.assert_close(out["probs"].sum(dim=1), torch.ones(6))
+    assert torch.equal(out["preds"], out["probs"].argmax(dim=1))
+
+
+def test_checkpoint_alone_rebuilds_the_model(tmp_path):
+    model = MNISTClassifier(channels=(8, 16, 32), hidden=64, dropout=0.1, lr=3e-4)
+    trainer = quiet_trainer(tmp_path)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    restored = MNISTClassifier.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True)
+    assert restored.hparams == model.hparams
+    for (name, a), b in zip(model.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_stages_have_their_own_metric_objects():
+    model = MNISTClassifier()
+    metrics = [model.train_acc, model.val_acc, model.test_acc]
+    assert len({id(m) for m in metrics}) == 3
+
+
+def test_accuracy_is_the_fraction_of_images_right():
+    model = MNISTClassifier()
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 0, 0, 0]), 10).float()
+    model.val_acc.update(logits, torch.tensor([0, 0, 0, 1]))
+    # 3 of 4 right; a per-class mean (macro) would say 0.5
+    assert model.val_acc.compute().item() == 0.75
