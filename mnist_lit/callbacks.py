@@ -15,6 +15,10 @@ def _as_number(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
 class RunSummary(L.Callback):
     """Writes `metrics.json` in the run's log folder: final figures, best checkpoint, throughput.
 
@@ -53,7 +57,7 @@ class RunSummary(L.Callback):
             {
                 "val/acc": _as_number(trainer.callback_metrics.get("val/acc")),
                 "best_val/acc": _as_number(getattr(checkpoint, "best_model_score", None)),
-                "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+                "best_checkpoint": _absolute(getattr(checkpoint, "best_model_path", None)),
                 "epochs": trainer.current_epoch,
                 "train_images": self.train_images,
                 "train_seconds": round(seconds, 2),
@@ -70,7 +74,7 @@ class RunSummary(L.Callback):
             {
                 "test/acc": _as_number(metrics.get("test/acc")),
                 "test/loss": _as_number(metrics.get("test/loss")),
-                "test_checkpoint": trainer.ckpt_path,
+                "test_checkpoint": _absolute(trainer.ckpt_path),
             },
         )
 

@@ -1,37 +1,64 @@
 """Command line: `python -m mnist_lit {fit,validate,test,predict} --config configs/base.yaml`.
 
 A LightningCLI over MNISTClassifier and MNISTDataModule; every option is a YAML key and a flag.
+`python -m mnist_lit report RUN` draws a run's report picture (see report.py).
 """
 
 import sys
+import warnings
+from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mnist_lit import report
 from mnist_lit.callbacks import PredictionWriter, RunSummary
 from mnist_lit.data import MNISTDataError, MNISTDataModule
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.tracking import (
+    HyperparametersWithMetrics,
+    PredictionPictures,
+    SaveConfigToTensorBoard,
+)
+
+
+def trainer_defaults() -> dict:
+    """The logger and the callbacks every run gets, on top of any given in configs or flags."""
+    return {
+        "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            # the HParams tab gets real metrics (see tracking.py), not an hp_metric of -1
+            "init_args": {"save_dir": ".", "default_hp_metric": False},
+        },
+        "callbacks": [
+            RunSummary(),
+            PredictionWriter(),
+            PredictionPictures(),
+            HyperparametersWithMetrics(),
+        ],
+    }
 
 
 class MNISTCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Keep the best model by validation accuracy, and the last one for resuming.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
-            }
-        )
-
     def _prepare_subcommand_parser(
         self, klass: type, subcommand: str, **kwargs
     ) -> LightningArgumentParser:
+        # Lightning's hook for extra arguments, add_arguments_to_parser, cannot tell subcommands
+        # apart; these two only make sense for fit.
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "fit":
+            # keep the best model by validation accuracy, and the last one for resuming
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults(
+                {
+                    "checkpoint.monitor": "val/acc",
+                    "checkpoint.mode": "max",
+                    "checkpoint.filename": "best",
+                    "checkpoint.save_last": True,
+                }
+            )
             parser.add_argument(
                 "--test_after_fit",
                 type=bool,
@@ -52,13 +79,29 @@ class MNISTCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
 
-def main(args: ArgsType = None) -> MNISTCLI:
+def main(args: ArgsType = None) -> MNISTCLI | Path:
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv[:1] == ["report"]:
+        return report.main(argv[1:])
+    # Raised inside Lightning with recent torch and jsonargparse, or about fit-only callbacks when
+    # evaluating a checkpoint: nothing a user can act on.
+    for noise in (
+        r".*isinstance\(treespec, LeafSpec\)",
+        r"(?s)\s*By default only one JsonargparseDeprecationWarning",
+        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+    ):
+        warnings.filterwarnings("ignore", message=noise)
     try:
         return MNISTCLI(
             MNISTClassifier,
             MNISTDataModule,
-            trainer_defaults={"callbacks": [RunSummary(), PredictionWriter()]},
+            trainer_defaults=trainer_defaults(),
+            save_config_callback=SaveConfigToTensorBoard,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={
+                "prog": "mnist-lit",
+                "description": "Train, evaluate and use the MNIST CNN. Also: mnist-lit report RUN",
+            },
             args=args,
         )
     except MNISTDataError as error:

@@ -3,9 +3,10 @@
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.model import CNN, NUM_CLASSES
+from mnist_lit.model import CNN, IMAGE_SIZE, NUM_CLASSES
 
 
 class MNISTClassifier(L.LightningModule):
@@ -33,11 +34,16 @@ class MNISTClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.val_acc_best = MaxMetric()
+        # lets Lightning print layer shapes and TensorBoard draw the graph (logger log_graph)
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
@@ -51,18 +57,28 @@ class MNISTClassifier(L.LightningModule):
         log = dict(on_step=training, on_epoch=True, sync_dist=not training)
         self.log(f"{stage}/loss", loss, prog_bar=training, **log)
         self.log(f"{stage}/acc", accuracy, prog_bar=not training, **log)
-        return loss
+        return loss, logits
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        return self._shared_step(batch, "val")[1]  # logits, for the prediction pictures
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")[1]
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check batches
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def predict_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int

@@ -1,10 +1,14 @@
 """Tiny MNIST-format files written by the tests themselves: learnable, offline, fast."""
 
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_lit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -42,3 +46,32 @@ def write_mnist(root: Path, train_count: int = 320, test_count: int = 100) -> Pa
 def tiny_mnist(tmp_path: Path) -> Path:
     """A data_dir with 320 training and 100 test images in torchvision's MNIST layout."""
     return write_mnist(tmp_path / "data")
+
+
+def tiny_args(data_dir: Path) -> list[str]:
+    """CLI flags for a quick, quiet run on the fake digits."""
+    return [
+        f"--data.data_dir={data_dir}",
+        "--data.val_size=64",
+        "--data.verify_checksums=false",
+        "--data.download=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=4",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One short fit (+ test of the best checkpoint) on the fake digits, with the graph logged."""
+    root = tmp_path_factory.mktemp("tracking")
+    data = write_mnist(root / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(sys, "argv", ["mnist-lit"])
+        args = ["fit", *tiny_args(data), "--trainer.max_epochs=3", "--data.batch_size=16"]
+        main(args + ["--trainer.logger.log_graph=true", "--seed_everything=3"])
+    folder = root / "lightning_logs" / "version_0"
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return folder, events

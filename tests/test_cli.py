@@ -10,21 +10,9 @@ import torch
 import yaml
 
 from mnist_lit.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_args
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def tiny_args(data_dir: Path) -> list[str]:
-    return [
-        f"--data.data_dir={data_dir}",
-        "--data.val_size=64",
-        "--data.verify_checksums=false",
-        "--data.download=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=4",
-    ]
 
 
 @pytest.fixture

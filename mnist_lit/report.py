@@ -1,0 +1,144 @@
+"""`mnist-lit report RUN [RUN ...]`: one PNG of a run's curves and pictures, read from its
+TensorBoard event files; with several runs, their validation curves on one plot."""
+
+import argparse
+import io
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+class ReportError(ValueError):
+    """A run folder is missing or holds no TensorBoard events."""
+
+
+def find_run(path: Path) -> Path:
+    """A run folder itself, or the newest run below a parent such as lightning_logs/."""
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a folder; pass a run such as lightning_logs/version_0")
+    if any(path.glob("events.out.tfevents.*")):
+        return path
+    runs = {event.parent for event in path.rglob("events.out.tfevents.*")}
+    if not runs:
+        raise ReportError(f"{path} holds no TensorBoard event files; train with `fit` first")
+    return max(runs, key=lambda run: max(e.stat().st_mtime for e in run.glob("events.*")))
+
+
+class Run:
+    """The scalars and images TensorBoard's own reader finds in one run folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = f"{folder.parent.name}/{folder.name}"
+        self.events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 1})
+        self.events.Reload()
+        self.tags = self.events.Tags()
+
+    def scalars(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        if tag not in self.tags["scalars"]:
+            return np.empty(0), np.empty(0)
+        events = self.events.Scalars(tag)
+        return np.array([e.step for e in events]), np.array([e.value for e in events])
+
+    def last(self, tag: str) -> float | None:
+        values = self.scalars(tag)[1]
+        return float(values[-1]) if len(values) else None
+
+    def image(self, *tags: str) -> np.ndarray | None:
+        """The newest picture under the first of `tags` that the run logged."""
+        for tag in tags:
+            if tag in self.tags["images"]:
+                png = self.events.Images(tag)[-1].encoded_image_string
+                return matplotlib.image.imread(io.BytesIO(png), format="png")
+        return None
+
+    def headline(self) -> str:
+        figures = [("test acc", "test/acc"), ("best val acc", "val/acc_best")]
+        parts = [f"{label} {value:.2%}" for label, tag in figures if (value := self.last(tag))]
+        if epochs := len(self.scalars("val/acc")[1]):
+            parts.append(f"{epochs} validated epochs")
+        return f"{self.name}: " + (", ".join(parts) or "no evaluation yet")
+
+
+def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
+    """TensorBoard-style exponential moving average, debiased at the start."""
+    smoothed, average = np.empty_like(values, dtype=float), 0.0
+    for index, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        smoothed[index] = average / (1 - weight ** (index + 1))
+    return smoothed
+
+
+def plot_curves(ax, run: Run, metric: str) -> None:
+    steps, values = run.scalars(f"train/{metric}_step")
+    smoothed = smooth(values)
+    if len(values):
+        ax.plot(steps, values, color="#9ecae1", linewidth=0.6, label="train (per step)")
+        ax.plot(steps, smoothed, color="#2171b5", label="train (smoothed)")
+    val_steps, val_values = run.scalars(f"val/{metric}")
+    if len(val_values):
+        ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (per epoch)")
+    ax.set(xlabel="training step", ylabel=metric, title=metric)
+    shown = np.concatenate([smoothed, val_values])
+    if metric == "acc" and len(shown):
+        # zoom on where training spends its time, not on the first few steps
+        ax.set_ylim(max(0.0, np.percentile(shown, 5) - 0.01), 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def single_run_figure(run: Run) -> Figure:
+    figure = Figure(figsize=(13, 11), layout="constrained")
+    figure.suptitle(run.headline(), fontsize=13)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1.25])
+    loss_ax, acc_ax = top.subplots(1, 2)
+    plot_curves(loss_ax, run, "loss")
+    plot_curves(acc_ax, run, "acc")
+    pictures = (
+        ("test/predictions", "val/predictions"),
+        ("test/confusion_matrix", "val/confusion_matrix"),
+    )
+    for ax, tags in zip(bottom.subplots(1, 2, width_ratios=[1.45, 1]), pictures):
+        ax.set_axis_off()
+        picture = run.image(*tags)
+        if picture is not None:
+            ax.imshow(picture)
+    return figure
+
+
+def comparison_figure(runs: list[Run]) -> Figure:
+    figure = Figure(figsize=(13, 5.5), layout="constrained")
+    figure.suptitle("\n".join(run.headline() for run in runs), fontsize=11)
+    for ax, metric in zip(figure.subplots(1, 2), ("loss", "acc")):
+        for run in runs:
+            steps, values = run.scalars(f"val/{metric}")
+            ax.plot(steps, values, "o-", markersize=3, label=run.name)
+        ax.set(xlabel="training step", ylabel=f"val/{metric}", title=f"validation {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure
+
+
+def report(paths: list[Path], output: Path | None = None) -> Path:
+    """Draw one report PNG and return its path (default: report.png in the first run folder)."""
+    runs = [Run(find_run(Path(path))) for path in paths]
+    figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
+    output = Path(output) if output else runs[0].folder / "report.png"
+    figure.savefig(output, dpi=80)
+    return output
+
+
+def main(args: list[str]) -> Path:
+    parser = argparse.ArgumentParser(prog="mnist-lit report", description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, or lightning_logs/")
+    parser.add_argument("--output", type=Path, help="PNG path (default: RUN/report.png)")
+    options = parser.parse_args(args)
+    try:
+        path = report(options.runs, options.output)
+    except ReportError as error:
+        parser.exit(1, f"error: {error}\n")
+    print(f"Wrote {path}")
+    return path

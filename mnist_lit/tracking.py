@@ -1,0 +1,154 @@
+"""TensorBoard extras: prediction pictures, hyperparameters with real metrics, the run's config."""
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mnist_lit.figures import confusion_figure, digit_grid
+from mnist_lit.model import NUM_CLASSES
+
+# HParams-tab metrics: scalar tags the run logs anyway, so no placeholder values are written.
+HPARAM_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
+
+
+def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class PredictionPictures(L.Callback):
+    """At the end of validation and test: the first digits with predicted (true) labels, the most
+    confidently wrong ones, and the confusion matrix, as TensorBoard images.
+
+    Args:
+        grid_size: How many digits each grid shows.
+    """
+
+    def __init__(self, grid_size: int = 32) -> None:
+        self.grid_size = grid_size
+        self.confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+
+    def _reset(self) -> None:
+        self.confusion.reset()
+        self.first: list[torch.Tensor] = []  # images, preds, targets, confidences of the first
+        self.worst: list[torch.Tensor] = []  # ...and of the highest-loss mistakes, plus losses
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        self._collect(outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        self._collect(outputs, batch)
+
+    def _collect(self, logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        logits, (images, targets) = logits.detach().float().cpu(), (t.cpu() for t in batch)
+        self.confusion.update(logits, targets)
+        confidences, preds = logits.softmax(dim=1).max(dim=1)
+        if not self.first or len(self.first[0]) < self.grid_size:
+            batch_rows = [images, preds, targets, confidences]
+            self.first = batch_rows if not self.first else self._cat(self.first, batch_rows)
+            self.first = [t[: self.grid_size] for t in self.first]
+        wrong = preds != targets
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        rows = [t[wrong] for t in (images, preds, targets, confidences, losses)]
+        pool = self._cat(self.worst, rows) if self.worst else rows
+        keep = pool[4].topk(min(self.grid_size, len(pool[4]))).indices
+        self.worst = [t[keep] for t in pool]
+
+    @staticmethod
+    def _cat(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.cat([x, y]) for x, y in zip(a, b)]
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._log(trainer, "test")
+
+    def _log(self, trainer: L.Trainer, stage: str) -> None:
+        counts = self.confusion.compute()  # every process takes part: the counts are synchronised
+        logger = tensorboard(trainer)
+        if logger is None or not trainer.is_global_zero or not self.first:
+            return
+        step, writer = trainer.global_step, logger.experiment
+        images, preds, targets, conf = self.first
+        title = f"{stage}: predicted (true) after {trainer.current_epoch} epochs"
+        writer.add_figure(f"{stage}/predictions", digit_grid(images, preds, targets, title), step)
+        if self.worst and len(self.worst[0]):
+            images, preds, targets, conf, _ = self.worst
+            title = f"{stage}: most confident mistakes, predicted (true) confidence"
+            figure = digit_grid(images, preds, targets, title, confidences=conf)
+            writer.add_figure(f"{stage}/worst_mistakes", figure, step)
+        accuracy = counts.diag().sum() / counts.sum()
+        title = f"{stage} confusion matrix, accuracy {accuracy:.2%}"
+        writer.add_figure(f"{stage}/confusion_matrix", confusion_figure(counts, title), step)
+
+
+def run_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """Model, data, optimizer and trainer settings, flattened to values TensorBoard can show."""
+    params = {f"model/{k}": v for k, v in pl_module.hparams.items()}
+    if trainer.datamodule is not None:
+        params.update({f"data/{k}": v for k, v in trainer.datamodule.hparams.items()})
+    for index, optimizer in enumerate(trainer.optimizers):
+        params[f"optimizer{index or ''}"] = type(optimizer).__name__
+        params[f"optimizer{index or ''}/lr"] = optimizer.defaults.get("lr")
+    params["trainer/precision"] = trainer.precision
+    params["trainer/max_epochs"] = trainer.max_epochs
+    params["trainer/devices"] = trainer.world_size
+    params["seed"] = int(os.environ.get("PL_GLOBAL_SEED", -1))
+    scalars = (bool, int, float, str)
+    return {k: v if isinstance(v, scalars) else str(v) for k, v in params.items() if v is not None}
+
+
+class HyperparametersWithMetrics(L.Callback):
+    """Fills TensorBoard's HParams tab: this run's settings beside its real val/test metrics."""
+
+    def __init__(self) -> None:
+        self.written_to: set[str] = set()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard(trainer)
+        # once per run folder: a test after fit belongs to the fit's summary
+        if logger is None or not trainer.is_global_zero or logger.log_dir in self.written_to:
+            return
+        if trainer.sanity_checking:
+            return
+        self.written_to.add(logger.log_dir)
+        params = run_hyperparameters(trainer, pl_module)
+        # The metric values are read from the scalar tags of the same names.
+        experiment, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))
+        writer = logger.experiment._get_file_writer()
+        for summary in (experiment, start, end):
+            writer.add_summary(summary)
+
+
+class SaveConfigToTensorBoard(SaveConfigCallback):
+    """Saves config.yaml in the run folder (LightningCLI's default) and shows it as text there."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        logger = tensorboard(trainer)
+        if logger is not None:
+            config = self.parser.dump(self.config, skip_none=False)
+            indented = "\n".join("    " + line for line in config.splitlines())  # markdown code
+            logger.experiment.add_text("config", indented, 0)

@@ -1,0 +1,134 @@
+"""What a run leaves for TensorBoard and the report, read back with TensorBoard's own readers."""
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from mnist_lit.tracking import PredictionPictures
+
+SCALARS = [
+    "train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "train/lr",
+    "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
+]  # fmt: skip
+PICTURES = ["val/predictions", "val/confusion_matrix", "test/predictions", "test/confusion_matrix"]
+
+
+def test_scalars_exist_with_plausible_values(tiny_run):
+    _, events = tiny_run
+    assert set(SCALARS) <= set(events.Tags()["scalars"])
+    assert "hp_metric" not in events.Tags()["scalars"]  # no placeholder
+    losses = [e.value for e in events.Scalars("train/loss_step")]
+    assert len(losses) >= 10
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])  # it learns
+    for tag in ("train/acc_step", "val/acc", "val/acc_best", "test/acc"):
+        assert all(0 <= e.value <= 1 for e in events.Scalars(tag)), tag
+    best = [e.value for e in events.Scalars("val/acc_best")]
+    assert best == sorted(best) and best[-1] == max(e.value for e in events.Scalars("val/acc"))
+    # 256 images / batch 16 x 3 epochs = 48 steps, logged every 4th
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 12)
+
+
+def test_pictures_are_logged_each_evaluation(tiny_run):
+    _, events = tiny_run
+    assert set(PICTURES) <= set(events.Tags()["images"])
+    assert len(events.Images("val/predictions")) == 3  # one per epoch, none for the sanity check
+    for tag in PICTURES:
+        picture = events.Images(tag)[-1]
+        assert picture.width >= 400 and picture.height >= 300, tag
+        pixels = matplotlib.image.imread(io.BytesIO(picture.encoded_image_string), format="png")
+        assert pixels.std() > 0.05, f"{tag} is blank"
+
+
+def test_hparams_carry_the_run_settings_and_real_metrics(tiny_run):
+    _, events = tiny_run
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {"val/acc", "val/acc_best", "test/acc"} <= metrics
+    assert metrics <= set(events.Tags()["scalars"])  # every metric has real values
+    settings = {info.name for info in experiment.hparam_infos}
+    expected = {"model/lr", "model/dropout", "data/batch_size", "optimizer/lr", "seed"}
+    assert expected | {"trainer/precision"} <= settings
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    values = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert values["data/batch_size"].number_value == 16
+    assert values["seed"].number_value == 3
+
+
+def test_graph_and_config_text(tiny_run):
+    folder, events = tiny_run
+    assert events.Tags()["graph"]
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "max_epochs: 3" in text and "batch_size: 16" in text
+    assert (folder / "config.yaml").is_file()
+
+
+def test_worst_mistakes_are_the_highest_loss_errors():
+    pictures = PredictionPictures(grid_size=2)
+    pictures._reset()
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 28, 28)
+    targets = torch.tensor([0, 1, 2, 3])
+    logits = torch.zeros(4, 10)
+    logits[0, 0] = 5.0  # right
+    logits[1, 5] = 1.0  # wrong, mildly
+    logits[2, 7] = 9.0  # wrong, very confidently
+    logits[3, 4] = 4.0  # wrong, confidently
+    pictures._collect(logits[:2], (images[:2], targets[:2]))
+    pictures._collect(logits[2:], (images[2:], targets[2:]))
+    worst_images, preds, worst_targets, *_ = pictures.worst
+    assert worst_targets.tolist() == [2, 3] and preds.tolist() == [7, 4]
+    assert worst_images[:, 0, 0, 0].tolist() == [2.0, 3.0]
+    assert pictures.confusion.compute().sum() == 4
+    assert pictures.first[2].tolist() == [0, 1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_tensorboard_server_serves_the_scalars(tiny_run):
+    folder, events = tiny_run
+    port = free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(folder)]
+    server = subprocess.Popen(
+        command + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/data"
+        runs = get_json(f"{base}/runs")
+        assert runs == ["."]
+        query = urllib.parse.urlencode({"run": ".", "tag": "val/acc"})
+        served = get_json(f"{base}/plugin/scalars/scalars?{query}")
+        events_read = events.Scalars("val/acc")
+        assert [step for _, step, _ in served] == [e.step for e in events_read]
+        assert [value for *_, value in served] == pytest.approx([e.value for e in events_read])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
