@@ -15,6 +15,12 @@ def _as_number(value: Any) -> Any:
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
+def run_folder(trainer: L.Trainer) -> Path:
+    """The run's log folder. Under DDP, `trainer.log_dir` is a broadcast from rank 0, so every
+    process must ask for it, not only the one that writes."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
@@ -79,9 +85,9 @@ class RunSummary(L.Callback):
         )
 
     def _write(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
+        path = run_folder(trainer) / self.filename  # every process: this is a collective call
         if not trainer.is_global_zero:
             return
-        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
         summary = json.loads(path.read_text()) if path.is_file() else {}
         summary.update(figures)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,16 +102,25 @@ class PredictionWriter(BasePredictionWriter):
         self.filename = filename
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        probs = torch.cat([batch["probs"] for batch in predictions]).float().cpu()
+        indices = torch.tensor([i for batch in batch_indices[0] for i in batch])
+        if trainer.world_size > 1:  # each process predicted its own share: rank 0 writes them all
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, (indices, probs))
+            indices = torch.cat([share[0] for share in shares])
+            probs = torch.cat([share[1] for share in shares])
+        path = run_folder(trainer) / self.filename  # every process: this is a collective call
+        if trainer.is_global_zero:
+            order = indices.argsort()
+            self._write_csv(path, indices[order], probs[order])
+
+    def _write_csv(self, path: Path, indices: torch.Tensor, probs: torch.Tensor) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        probs = torch.cat([batch["probs"] for batch in predictions]).float()
         confidence, labels = probs.max(dim=1)
-        indices = [i for batch in batch_indices[0] for i in batch]
+        rows = zip(indices.tolist(), labels.tolist(), confidence.tolist(), probs.tolist())
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(
-                ["index", "label", "confidence", *(f"p{k}" for k in range(probs.shape[1]))]
-            )
-            for index, label, conf, p in zip(indices, labels.tolist(), confidence, probs.tolist()):
+            writer.writerow(["index", "label", "confidence", *(f"p{k}" for k in range(10))])
+            for index, label, conf, p in rows:
                 writer.writerow([index, label, f"{conf:.6f}", *(f"{x:.6f}" for x in p)])
-        print(f"Wrote {len(probs)} predictions to {path}")
+        print(f"Wrote {len(indices)} predictions to {path}")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_md5
@@ -158,9 +159,22 @@ class MNISTDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else self._evaluation_sampler(dataset),
             num_workers=self.hparams.num_workers,
             collate_fn=keep_batch,
             persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def _evaluation_sampler(self, dataset: TensorImages) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, give each image to exactly one process. Lightning's default sampler pads
+        every process to the same length with repeated images, which would count them twice."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset,
+            num_replicas=self.trainer.world_size,
+            rank=self.trainer.global_rank,
+            shuffle=False,
         )
 
     def train_dataloader(self) -> DataLoader:

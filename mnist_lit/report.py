@@ -3,6 +3,7 @@ TensorBoard event files; with several runs, their validation curves on one plot.
 
 import argparse
 import io
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -60,6 +61,9 @@ class Run:
         parts = [f"{label} {value:.2%}" for label, tag in figures if (value := self.last(tag))]
         if epochs := len(self.scalars("val/acc")[1]):
             parts.append(f"{epochs} validated epochs")
+        summary = self.folder / "metrics.json"  # written by the run, when it finished fitting
+        if summary.is_file() and (seconds := json.loads(summary.read_text()).get("train_seconds")):
+            parts.append(f"{seconds:.0f} s training")
         return f"{self.name}: " + (", ".join(parts) or "no evaluation yet")
 
 
@@ -76,12 +80,14 @@ def plot_curves(ax, run: Run, metric: str) -> None:
     steps, values = run.scalars(f"train/{metric}_step")
     smoothed = smooth(values)
     if len(values):
-        ax.plot(steps, values, color="#9ecae1", linewidth=0.6, label="train (per step)")
+        ax.plot(steps, values, color="#9ecae1", linewidth=0.5, alpha=0.6, label="train (per step)")
         ax.plot(steps, smoothed, color="#2171b5", label="train (smoothed)")
     val_steps, val_values = run.scalars(f"val/{metric}")
     if len(val_values):
         ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (per epoch)")
     ax.set(xlabel="training step", ylabel=metric, title=metric)
+    if metric == "loss":
+        ax.set_yscale("log")  # late epochs differ in the second digit
     shown = np.concatenate([smoothed, val_values])
     if metric == "acc" and len(shown):
         # zoom on where training spends its time, not on the first few steps

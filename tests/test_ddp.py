@@ -1,0 +1,84 @@
+"""Lightning's DDP on CPU (gloo) with two real processes: evaluation counts every image once."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mnist_lit.cli import main
+from mnist_lit.data import MNISTDataModule, keep_batch
+from tests.conftest import REPO, tiny_args, write_mnist
+
+DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+
+
+def run_cli(args: list[str], cwd) -> None:
+    """`python -m mnist_lit ...` in a subprocess: DDP launches its second process from it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "mnist_lit", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def last_scalar(run_dir, tag: str) -> float:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events.Scalars(tag)[-1].value
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """fit + test under 2-process DDP on 101 test images: the default sampler would pad to 102."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = write_mnist(root / "data", train_count=320, test_count=101)
+    run_cli(["fit", *tiny_args(data), *DDP, "--trainer.max_epochs=2", "--seed_everything=5"], root)
+    return root, data
+
+
+def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
+    root, data = ddp_run
+    run = root / "lightning_logs" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert last_scalar(run, "test/images") == 101
+    assert last_scalar(run, "val/images") == 64
+    assert metrics["train_images"] == 2 * 256  # 2 epochs, both processes together
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    single = main(["test", *tiny_args(data), f"--ckpt_path={metrics['best_checkpoint']}"])
+    figures = single.trainer.callback_metrics
+    assert figures["test/images"].item() == 101
+    assert figures["test/acc"].item() == metrics["test/acc"]  # same counts, same figure
+    assert figures["test/loss"].item() == pytest.approx(metrics["test/loss"], rel=1e-5)
+
+
+def test_ddp_predict_writes_each_image_once(ddp_run):
+    root, data = ddp_run
+    checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    run_cli(["predict", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
+    written = sorted((root / "lightning_logs").glob("version_*/predictions.csv"))
+    assert len(written) == 1
+    with written[0].open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["index"]) for row in rows] == list(range(101))
+
+
+def test_training_batches_shard_the_split_across_processes(tiny_mnist):
+    dm = MNISTDataModule(str(tiny_mnist), val_size=64, verify_checksums=False, download=False)
+    dm.setup("fit")
+    dataset = dm.train_set
+    dataset.images = torch.arange(len(dataset)).view(-1, 1, 1)  # tag each image with its index
+    seen = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        loader = DataLoader(dataset, batch_size=32, sampler=sampler, collate_fn=keep_batch)
+        seen.append(torch.cat([images.flatten() for images, _ in loader]))
+    assert len(seen[0]) == len(seen[1]) == 128
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+    assert sorted(torch.cat(seen).tolist()) == list(range(256))
