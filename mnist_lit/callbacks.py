@@ -94,33 +94,68 @@ class RunSummary(L.Callback):
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` (index, label, confidence, p0..p9) in the run's log folder."""
+class PredictionOutputError(FileExistsError):
+    """The predictions file exists and --overwrite was not given."""
 
-    def __init__(self, filename: str = "predictions.csv") -> None:
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes one CSV row per predict input, in input order: `path,label,confidence,p0..p9,error`.
+    Inputs that could not be read keep their row, with the reason under `error`.
+
+    `output` defaults to predictions.csv in the run's log folder; set by the CLI's
+    --predictions_file, it is never overwritten unless `overwrite` is set.
+    """
+
+    def __init__(self) -> None:
         super().__init__(write_interval="epoch")
-        self.filename = filename
+        self.output: Path | None = None
+        self.overwrite = False
+
+    def check_output(self) -> None:
+        if self.output is not None and self.output.exists() and not self.overwrite:
+            raise PredictionOutputError(
+                f"{self.output} exists; pass --overwrite true or another --predictions_file"
+            )
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        data = trainer.datamodule
         probs = torch.cat([batch["probs"] for batch in predictions]).float().cpu()
-        indices = torch.tensor([i for batch in batch_indices[0] for i in batch])
+        indices = torch.tensor([i for batch in batch_indices[0] for i in batch], dtype=torch.long)
+        positions = data.predict_set.labels[indices]
         if trainer.world_size > 1:  # each process predicted its own share: rank 0 writes them all
             shares = [None] * trainer.world_size
-            torch.distributed.all_gather_object(shares, (indices, probs))
-            indices = torch.cat([share[0] for share in shares])
+            torch.distributed.all_gather_object(shares, (positions, probs))
+            positions = torch.cat([share[0] for share in shares])
             probs = torch.cat([share[1] for share in shares])
-        path = run_folder(trainer) / self.filename  # every process: this is a collective call
-        if trainer.is_global_zero:
-            order = indices.argsort()
-            self._write_csv(path, indices[order], probs[order])
+        self.write(trainer, positions, probs)
 
-    def _write_csv(self, path: Path, indices: torch.Tensor, probs: torch.Tensor) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        confidence, labels = probs.max(dim=1)
-        rows = zip(indices.tolist(), labels.tolist(), confidence.tolist(), probs.tolist())
-        with path.open("w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["index", "label", "confidence", *(f"p{k}" for k in range(10))])
-            for index, label, conf, p in rows:
-                writer.writerow([index, label, f"{conf:.6f}", *(f"{x:.6f}" for x in p)])
-        print(f"Wrote {len(indices)} predictions to {path}")
+    def write(self, trainer: L.Trainer, positions: torch.Tensor, probs: torch.Tensor) -> None:
+        """Rows for every input: predicted ones from `probs`, unreadable ones with their error."""
+        data = trainer.datamodule
+        path = self.output or run_folder(trainer) / "predictions.csv"  # collective: every rank
+        if trainer.is_global_zero:
+            self.check_output()
+            rows = dict(zip(positions.tolist(), probs.tolist()))
+            write_atomically(path, csv_rows(data.predict_inputs, rows, data.predict_errors))
+            failed = len(data.predict_errors)
+            print(f"Predicted {len(rows)} images ({failed} could not be read); wrote {path}")
+
+
+def csv_rows(inputs: list[str], probs: dict[int, list[float]], errors: dict[int, str]):
+    yield ["path", "label", "confidence", *(f"p{k}" for k in range(10)), "error"]
+    for position, name in enumerate(inputs):
+        if position in errors:
+            yield [name, "", "", *[""] * 10, errors[position]]
+            continue
+        p = probs[position]
+        label = max(range(len(p)), key=p.__getitem__)
+        yield [name, label, f"{p[label]:.6f}", *(f"{x:.6f}" for x in p), ""]
+
+
+def write_atomically(path: Path, rows) -> None:
+    """Write a CSV beside its final name, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    partial.replace(path)

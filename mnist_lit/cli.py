@@ -1,19 +1,22 @@
 """Command line: `python -m mnist_lit {fit,validate,test,predict} --config configs/base.yaml`.
 
 A LightningCLI over MNISTClassifier and MNISTDataModule; every option is a YAML key and a flag.
-`python -m mnist_lit report RUN` draws a run's report picture (see report.py).
+`python -m mnist_lit report RUN` draws a run's report picture (report.py), and
+`python -m mnist_lit export --ckpt_path CKPT` writes the network for other programs (export.py).
 """
 
 import sys
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
-from mnist_lit import report
-from mnist_lit.callbacks import PredictionWriter, RunSummary
+from mnist_lit import export, report
+from mnist_lit.callbacks import PredictionOutputError, PredictionWriter, RunSummary
+from mnist_lit.checkpoints import CheckpointError, read_checkpoint
 from mnist_lit.data import MNISTDataError, MNISTDataModule
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.tracking import (
@@ -65,7 +68,43 @@ class MNISTCLI(LightningCLI):
                 default=True,
                 help="After fitting, test the best checkpoint on the official test set.",
             )
+        if subcommand == "predict":
+            parser.add_argument(
+                "--predictions_file",
+                type=str | None,
+                default=None,
+                help="CSV to write (default: predictions.csv in the run's log folder).",
+            )
+            parser.add_argument(
+                "--overwrite",
+                type=bool,
+                default=False,
+                help="Replace an existing predictions_file.",
+            )
         return parser
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters here, first of all: check the file
+        # before that, so a wrong one is one clear error and never runs code.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            read_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def _prediction_writer(self) -> PredictionWriter:
+        return next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
+
+    def after_predict(self) -> None:
+        if len(self.datamodule.predict_set) == 0:  # no image could be read: Lightning ran nothing
+            no_rows = torch.empty(0, dtype=torch.long), torch.empty(0, 10)
+            self._prediction_writer().write(self.trainer, *no_rows)
+
+    def before_predict(self) -> None:
+        writer = self._prediction_writer()
+        file = self.config.predict.predictions_file
+        writer.output = Path(file).resolve() if file else None
+        writer.overwrite = self.config.predict.overwrite
+        writer.check_output()  # before any work, not after it
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit or self.trainer.fast_dev_run:
@@ -81,8 +120,8 @@ class MNISTCLI(LightningCLI):
 
 def main(args: ArgsType = None) -> MNISTCLI | Path:
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, list) and argv[:1] == ["report"]:
-        return report.main(argv[1:])
+    if isinstance(argv, list) and argv[:1] in (["report"], ["export"]):
+        return {"report": report, "export": export}[argv[0]].main(argv[1:])
     # Raised inside Lightning with recent torch and jsonargparse, or about fit-only callbacks when
     # evaluating a checkpoint: nothing a user can act on.
     for noise in (
@@ -100,11 +139,12 @@ def main(args: ArgsType = None) -> MNISTCLI | Path:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={
                 "prog": "mnist-lit",
-                "description": "Train, evaluate and use the MNIST CNN. Also: mnist-lit report RUN",
+                "description": "Train, evaluate and use the MNIST CNN. "
+                "Also: mnist-lit report RUN, mnist-lit export --ckpt_path CKPT",
             },
             args=args,
         )
-    except MNISTDataError as error:
-        # A known data problem: one clear line, not a traceback.
+    except (MNISTDataError, PredictionOutputError, CheckpointError) as error:
+        # A known problem with the user's files: one clear line, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

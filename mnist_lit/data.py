@@ -3,11 +3,16 @@
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_md5
+from tqdm import tqdm
+
+from mnist_lit.images import ImageError, find_images, load_digit
 
 # Published md5 sums of the extracted files, in torchvision's <data_dir>/MNIST/raw layout.
 MNIST_MD5 = {
@@ -97,6 +102,8 @@ class MNISTDataModule(L.LightningDataModule):
         download: Download MNIST into `data_dir` when files are missing.
         verify_checksums: Check the files against MNIST's published md5 sums; turn off only for
             your own data written in MNIST's file format.
+        predict_path: Image files or folders (searched recursively) for `predict`; by default
+            `predict` runs on the official test set.
     """
 
     def __init__(
@@ -108,11 +115,19 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 42,
         download: bool = True,
         verify_checksums: bool = True,
+        predict_path: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
 
+    def _predicting_images(self) -> bool:
+        predicting = self.trainer is not None and self.trainer.state.fn == TrainerFn.PREDICTING
+        return predicting and self.hparams.predict_path is not None
+
     def prepare_data(self) -> None:
+        if self._predicting_images():
+            self._predict_files()  # a wrong path fails here, before any work
+            return
         data_dir = self.hparams.data_dir
         if Path(data_dir).exists() and not Path(data_dir).is_dir():
             raise MNISTDataError(
@@ -133,8 +148,40 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate"):
             self.train_set, self.val_set = self._split(*self._read(train=True))
-        if stage in ("test", "predict"):
+        if stage == "test" or (stage == "predict" and not self._predicting_images()):
             self.test_set = TensorImages(*self._read(train=False))
+        if stage == "predict":
+            self._setup_predict()
+
+    def _predict_files(self) -> list[Path]:
+        path = self.hparams.predict_path
+        try:
+            return find_images([path] if isinstance(path, str) else path)
+        except FileNotFoundError as error:
+            raise MNISTDataError(str(error)) from None
+
+    def _setup_predict(self) -> None:
+        """What predict runs on: `predict_inputs` names every input in order; images that could
+        not be read are left out of `predict_set` and explained in `predict_errors`."""
+        if not self._predicting_images():
+            count = len(self.test_set)
+            self.predict_inputs = [f"t10k-images-idx3-ubyte[{i}]" for i in range(count)]
+            self.predict_set = TensorImages(self.test_set.images, torch.arange(count))
+            self.predict_errors: dict[int, str] = {}
+            return
+        files = self._predict_files()
+        self.predict_inputs, self.predict_errors = [str(f) for f in files], {}
+        digits, positions = [], []
+        for position, path in enumerate(
+            tqdm(files, desc="Reading images", disable=len(files) < 200)
+        ):
+            try:
+                digits.append(load_digit(path))
+                positions.append(position)
+            except ImageError as error:
+                self.predict_errors[position] = str(error)
+        images = torch.from_numpy(np.stack(digits)) if digits else torch.empty(0, 28, 28)
+        self.predict_set = TensorImages(images.to(torch.uint8), torch.tensor(positions))
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         mnist = MNIST(self.hparams.data_dir, train=train, download=False)
@@ -187,7 +234,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        return self._loader(self.predict_set)
 
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int

@@ -85,7 +85,9 @@ def test_validate_test_predict_from_a_checkpoint(tiny_mnist, workdir):
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     with (run_dir(workdir, 3) / "predictions.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert [int(row["index"]) for row in rows] == list(range(100))  # every test image, in order
+    expected = [f"t10k-images-idx3-ubyte[{i}]" for i in range(100)]
+    assert [row["path"] for row in rows] == expected  # every test image, once, in order
+    assert not any(row["error"] for row in rows)
     probs = torch.tensor([[float(row[f"p{k}"]) for k in range(10)] for row in rows])
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(100), atol=1e-5, rtol=0)
     labels = torch.tensor([int(row["label"]) for row in rows])

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.datasets import MNIST
 
 from mnist_lit.cli import main
 from mnist_lit.data import MNISTDataModule, keep_batch
@@ -58,15 +60,21 @@ def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
     assert figures["test/loss"].item() == pytest.approx(metrics["test/loss"], rel=1e-5)
 
 
-def test_ddp_predict_writes_each_image_once(ddp_run):
+def test_ddp_predict_writes_each_input_once(ddp_run):
     root, data = ddp_run
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
-    run_cli(["predict", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
-    written = sorted((root / "lightning_logs").glob("version_*/predictions.csv"))
-    assert len(written) == 1
-    with written[0].open() as file:
+    inputs = root / "inputs"
+    inputs.mkdir()
+    for index, digit in enumerate(MNIST(str(data), train=False).data[:7].numpy()):
+        Image.fromarray(digit).save(inputs / f"{index}.png")
+    (inputs / "8_broken.png").write_bytes(b"not a png")
+    args = ["predict", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"]
+    run_cli([*args, f"--data.predict_path={inputs}", "--predictions_file=out.csv"], root)
+    with (root / "out.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert [int(row["index"]) for row in rows] == list(range(101))
+    expected = [str(inputs / f"{i}.png") for i in range(7)] + [str(inputs / "8_broken.png")]
+    assert [row["path"] for row in rows] == expected  # 7 images over 2 processes, each once
+    assert [bool(row["error"]) for row in rows] == [False] * 7 + [True]
 
 
 def test_training_batches_shard_the_split_across_processes(tiny_mnist):

@@ -1,0 +1,61 @@
+"""The exported network, run by onnxruntime and torch.export, agrees with PyTorch."""
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from mnist_lit.checkpoints import load_classifier
+from mnist_lit.cli import main
+from mnist_lit.data import normalize
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    folder, _ = tiny_run
+    checkpoint = folder / "checkpoints" / "best.ckpt"
+    output = tmp_path_factory.mktemp("export") / "model.onnx"
+    assert main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"]) == output
+    digits = normalize(MNIST(str(folder.parents[1] / "data"), train=False).data[:7])
+    with torch.no_grad():
+        expected = load_classifier(checkpoint)(digits)
+    return folder, checkpoint, output, digits, expected
+
+
+def test_onnx_matches_pytorch_at_any_batch_size(exported):
+    _, _, output, digits, expected = exported
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    for batch in (digits, digits[:1]):
+        (logits,) = session.run(["logits"], {"images": batch.numpy()})
+        reference = expected[: len(batch)].numpy()
+        assert logits.shape == reference.shape
+        assert np.abs(logits - reference).max() < 1e-4
+        assert np.array_equal(logits.argmax(1), reference.argmax(1))
+
+
+def test_sidecar_has_preprocessing_and_the_runs_test_accuracy(exported):
+    folder, checkpoint, output, *_ = exported
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    assert sidecar["preprocessing"]["mean"] == 0.1307 and sidecar["preprocessing"]["std"] == 0.3081
+    assert sidecar["input"]["shape"] == ["batch", 1, 28, 28]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert sidecar["test_acc"] == metrics["test/acc"]
+    assert sidecar["checkpoint"] == str(checkpoint.resolve())
+
+
+def test_torch_export_program_matches(exported, tmp_path):
+    _, checkpoint, _, digits, expected = exported
+    output = tmp_path / "model.pt2"
+    main(["export", f"--ckpt_path={checkpoint}", "--format=torch", f"--output={output}"])
+    program = torch.export.load(output).module()
+    torch.testing.assert_close(program(digits[:3]), expected[:3])
+
+
+def test_existing_output_needs_overwrite(exported, capsys):
+    _, checkpoint, output, *_ = exported
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
+    assert exit_.value.code == 1 and "exists; pass --overwrite" in capsys.readouterr().err

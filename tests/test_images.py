@@ -1,0 +1,118 @@
+"""Users' image files -> MNIST-style digits, and every way a file can be bad."""
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_lit.images import MAX_PIXELS, ImageError, find_images, load_digit
+from tests.conftest import fake_digits
+
+
+def mnist_like_digit() -> np.ndarray:
+    """A stroke-shaped digit, bright on black, boxed and centred roughly like MNIST's."""
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[5:23, 12:16] = 255  # a "1" with a foot
+    digit[20:23, 9:19] = 200
+    return digit
+
+
+def centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(digit.shape)
+    weight = digit.astype(float)
+    return np.array([(rows * weight).sum(), (cols * weight).sum()]) / weight.sum()
+
+
+def test_28x28_digits_keep_every_pixel(tmp_path):
+    digit = fake_digits(1, seed=4)[0][0].astype(np.uint8)
+    Image.fromarray(digit).save(tmp_path / "plain.png")
+    Image.fromarray(255 - digit).save(tmp_path / "inverted.png")
+    assert np.array_equal(load_digit(tmp_path / "plain.png"), digit)
+    assert np.array_equal(load_digit(tmp_path / "inverted.png"), digit)
+
+
+def test_large_dark_on_light_digit_is_boxed_and_centred(tmp_path):
+    # black ink on white paper, 5x larger and off-centre on a wide page
+    page = np.full((300, 500), 255, dtype=np.uint8)
+    big = np.kron(255 - mnist_like_digit(), np.ones((5, 5), dtype=np.uint8))
+    page[20:160, 300:440] = big
+    Image.fromarray(page).save(tmp_path / "scan.png")
+    digit = load_digit(tmp_path / "scan.png")
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    rows, cols = np.nonzero(digit > 50)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)  # the longer side fits the 20 box
+    assert np.abs(centre_of_mass(digit) - 14).max() <= 0.75  # where MNIST puts it
+    assert digit.max() == 255 and np.median(digit) == 0  # bright digit on black
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "CMYK", "I;16", "1"])
+def test_every_common_image_mode_gives_the_same_digit(tmp_path, mode):
+    ink = np.kron(mnist_like_digit() > 0, np.ones((3, 3), dtype=bool))  # 84x84 digit
+    gray = np.where(ink, 0, 255).astype(np.uint8)  # black on white
+    reference = Image.fromarray(gray)
+    reference.save(tmp_path / "L.png")
+    if mode in ("RGBA", "LA"):  # black ink on a transparent background
+        alpha = np.where(ink, 255, 0).astype(np.uint8)
+        image = Image.merge("LA", [Image.fromarray(np.zeros_like(gray)), Image.fromarray(alpha)])
+        image = image.convert(mode)
+    elif mode == "I;16":
+        image = Image.fromarray(gray.astype(np.uint16) * 257)  # 16-bit grayscale
+    else:
+        image = reference.convert(mode)
+    path = tmp_path / f"digit.{'tif' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    difference = load_digit(path).astype(int) - load_digit(tmp_path / "L.png").astype(int)
+    assert np.abs(difference).max() <= 2, mode
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims another size (checksums fixed)."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    return bytes(data)
+
+
+def test_bad_files_raise_image_error_naming_the_problem(tmp_path):
+    Image.fromarray(mnist_like_digit()).resize((200, 200)).save(tmp_path / "good.png")
+    complete = (tmp_path / "good.png").read_bytes()
+    cases = {
+        "truncated.png": (complete[: len(complete) // 2], "corrupt or truncated"),
+        "random.png": (np.random.default_rng(0).bytes(5000), "not a readable image"),
+        "notes.txt": (b"this is not an image\n", "not a readable image"),
+        "blank.png": (None, "blank"),
+        "bomb.png": (png_with_size(100_000, 100_000), "limit"),
+    }
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    for name, (payload, reason) in cases.items():
+        if payload is not None:
+            (tmp_path / name).write_bytes(payload)
+        started = time.perf_counter()
+        with pytest.raises(ImageError, match=reason):
+            load_digit(tmp_path / name)
+        assert time.perf_counter() - started < 1.0, f"{name} was decoded"
+    assert MAX_PIXELS < 100_000 * 100_000
+
+
+def test_find_images_walks_folders_once_in_sorted_order(tmp_path):
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    for name in ("b/deep/z.png", "b/a.JPG", "c.png", "b/notes.md"):
+        (tmp_path / name).write_bytes(b"x")
+    found = find_images([tmp_path / "b", tmp_path / "c.png", tmp_path / "b" / "a.JPG"])
+    assert found == [tmp_path / "b/a.JPG", tmp_path / "b/deep/z.png", tmp_path / "c.png"]
+
+
+def test_missing_path_and_empty_folder_are_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_images([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        find_images([tmp_path / "empty"])

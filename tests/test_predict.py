@@ -1,0 +1,106 @@
+"""`predict` on a user's image files, through the CLI, with good and bad files mixed."""
+
+import csv
+import sys
+
+import pytest
+from PIL import Image
+from torchvision.datasets import MNIST
+
+from mnist_lit.cli import main
+from tests.conftest import tiny_args
+
+
+@pytest.fixture
+def checkpoint_and_data(tiny_run, monkeypatch, tmp_path):
+    folder, _ = tiny_run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    return folder / "checkpoints" / "best.ckpt", folder.parents[1] / "data"
+
+
+def read_rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def predict(checkpoint, data, *extra: str) -> None:
+    main(["predict", *tiny_args(data), f"--ckpt_path={checkpoint}", *extra])
+
+
+def test_folder_of_images_with_bad_files(checkpoint_and_data, tmp_path):
+    checkpoint, data = checkpoint_and_data
+    digits = MNIST(str(data), train=False).data[:5].numpy()
+    inputs = tmp_path / "my_digits"
+    (inputs / "more").mkdir(parents=True)
+    for index, digit in enumerate(digits):
+        Image.fromarray(digit).save(inputs / ("more" if index > 2 else ".") / f"d{index}.png")
+    good = (inputs / "d0.png").read_bytes()
+    (inputs / "broken.png").write_bytes(good[: len(good) // 2])
+    (inputs / "not_an_image.png").write_text("hello")
+    Image.new("RGB", (40, 40), "white").save(inputs / "blank.jpg")
+
+    predict(checkpoint, data, f"--data.predict_path={inputs}", "--predictions_file=out.csv")
+    rows = read_rows(tmp_path / "out.csv")
+    names = [row["path"].removeprefix(str(inputs) + "/") for row in rows]
+    assert names == [
+        "blank.jpg", "broken.png", "d0.png", "d1.png", "d2.png", "more/d3.png", "more/d4.png",
+        "not_an_image.png",
+    ]  # fmt: skip
+    failed = {name: row["error"] for name, row in zip(names, rows) if row["error"]}
+    assert set(failed) == {"blank.jpg", "broken.png", "not_an_image.png"}
+    assert "blank" in failed["blank.jpg"] and "truncated" in failed["broken.png"]
+    assert all(row["label"] == "" for row in rows if row["error"])
+
+    # the same digits predicted from the test set itself: identical labels and probabilities
+    predict(checkpoint, data, "--predictions_file=test_set.csv")
+    reference = read_rows(tmp_path / "test_set.csv")[:5]
+    ours = [
+        row for name, row in zip(names, rows) if name.endswith(tuple(f"d{i}.png" for i in range(5)))
+    ]
+    for mine, theirs in zip(ours, reference):
+        assert mine["label"] == theirs["label"]
+        probs = [float(mine[f"p{k}"]) for k in range(10)]
+        assert probs == pytest.approx([float(theirs[f"p{k}"]) for k in range(10)], abs=1e-6)
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+
+
+def test_existing_output_is_kept_unless_overwrite(checkpoint_and_data, tmp_path, capsys):
+    checkpoint, data = checkpoint_and_data
+    image = tmp_path / "seven.png"
+    Image.fromarray(MNIST(str(data), train=False).data[0].numpy()).save(image)
+    (tmp_path / "out.csv").write_text("precious\n")
+    with pytest.raises(SystemExit) as exit_:
+        predict(checkpoint, data, f"--data.predict_path={image}", "--predictions_file=out.csv")
+    assert exit_.value.code == 1
+    assert "out.csv exists; pass --overwrite true" in capsys.readouterr().err
+    assert (tmp_path / "out.csv").read_text() == "precious\n"
+
+    predict(checkpoint, data, f"--data.predict_path={image}", "--predictions_file=out.csv",
+            "--overwrite=true")  # fmt: skip
+    assert [row["path"] for row in read_rows(tmp_path / "out.csv")] == [str(image)]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_missing_or_empty_input_is_one_error_before_work(
+    checkpoint_and_data, tmp_path, capsys, where
+):
+    checkpoint, data = checkpoint_and_data
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        predict(checkpoint, data, f"--data.predict_path={tmp_path / where}")
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and ("does not exist" in err or "no image files" in err)
+    assert not list(tmp_path.rglob("predictions.csv"))
+
+
+def test_no_readable_image_still_reports_every_input(checkpoint_and_data, tmp_path):
+    checkpoint, data = checkpoint_and_data
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_text("not an image")
+    predict(checkpoint, data, f"--data.predict_path={tmp_path / 'in'}", "--predictions_file=o.csv")
+    rows = read_rows(tmp_path / "o.csv")
+    assert [row["path"] for row in rows] == [str(tmp_path / "in" / "a.png")]
+    assert "not a readable image" in rows[0]["error"] and rows[0]["label"] == ""
