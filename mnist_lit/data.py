@@ -3,16 +3,14 @@
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_md5
-from tqdm import tqdm
 
-from mnist_lit.images import ImageError, find_images, load_digit
+from mnist_lit.images import find_images, read_digits
 
 # Published md5 sums of the extracted files, in torchvision's <data_dir>/MNIST/raw layout.
 MNIST_MD5 = {
@@ -170,18 +168,9 @@ class MNISTDataModule(L.LightningDataModule):
             self.predict_errors: dict[int, str] = {}
             return
         files = self._predict_files()
-        self.predict_inputs, self.predict_errors = [str(f) for f in files], {}
-        digits, positions = [], []
-        for position, path in enumerate(
-            tqdm(files, desc="Reading images", disable=len(files) < 200)
-        ):
-            try:
-                digits.append(load_digit(path))
-                positions.append(position)
-            except ImageError as error:
-                self.predict_errors[position] = str(error)
-        images = torch.from_numpy(np.stack(digits)) if digits else torch.empty(0, 28, 28)
-        self.predict_set = TensorImages(images.to(torch.uint8), torch.tensor(positions))
+        digits, positions, self.predict_errors = read_digits(files)
+        self.predict_inputs = [str(f) for f in files]
+        self.predict_set = TensorImages(torch.from_numpy(digits), torch.tensor(positions))
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         mnist = MNIST(self.hparams.data_dir, train=train, download=False)

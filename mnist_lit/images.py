@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 MNIST_SIDE, DIGIT_BOX = 28, 20
 MAX_PIXELS = 50_000_000  # refuse larger images from their header, before decoding them
@@ -98,6 +99,20 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
 def load_digit(path: str | Path) -> np.ndarray:
     """An image file -> uint8 (28, 28) MNIST-style digit, or ImageError naming the problem."""
     return as_mnist_digit(read_gray(path))
+
+
+def read_digits(files: list[Path]) -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """Digits (N, 28, 28) of the readable files, their positions in `files`, and the reason
+    each other file could not be read, by position."""
+    digits, positions, errors = [], [], {}
+    for position, path in enumerate(tqdm(files, desc="Reading images", disable=len(files) < 200)):
+        try:
+            digits.append(load_digit(path))
+            positions.append(position)
+        except ImageError as error:
+            errors[position] = str(error)
+    stacked = np.stack(digits) if digits else np.zeros((0, MNIST_SIDE, MNIST_SIDE), np.uint8)
+    return stacked, positions, errors
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:
