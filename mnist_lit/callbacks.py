@@ -36,6 +36,7 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_seconds, self.train_images = 0.0, 0
+        self._started = time.perf_counter()  # a resumed run may start inside an epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -92,6 +93,32 @@ class RunSummary(L.Callback):
         summary.update(figures)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged; raised before any checkpoint holds the broken weights."""
+
+
+class FiniteLossGuard(L.Callback):
+    """Stops training at the first NaN or infinite loss, naming the step. Checkpoints are only
+    written at epoch ends, after this check, so the best and last ones keep finite weights."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss):  # one host sync per step: cheap next to the step itself
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}, batch {batch_idx}); checkpoints written "
+                "before it are kept. Lower --model.lr or check the data."
+            )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # the last step of an epoch can break the weights after a finite loss: never save them
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            raise NonFiniteLossError(
+                f"weights are not finite at step {trainer.global_step}; checkpoint not written, "
+                "earlier ones are kept. Lower --model.lr or check the data."
+            )
 
 
 class PredictionOutputError(FileExistsError):

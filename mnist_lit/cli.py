@@ -10,15 +10,21 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit import export, report
-from mnist_lit.callbacks import PredictionOutputError, PredictionWriter, RunSummary
+from mnist_lit.callbacks import (
+    FiniteLossGuard,
+    NonFiniteLossError,
+    PredictionOutputError,
+    PredictionWriter,
+    RunSummary,
+)
 from mnist_lit.checkpoints import CheckpointError, read_checkpoint
 from mnist_lit.data import MNISTDataError, MNISTDataModule
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.resume import BestAndLastCheckpoint, RandomStatesInCheckpoint
 from mnist_lit.tracking import (
     HyperparametersWithMetrics,
     PredictionPictures,
@@ -40,6 +46,8 @@ def trainer_defaults() -> dict:
             PredictionWriter(),
             PredictionPictures(),
             HyperparametersWithMetrics(),
+            RandomStatesInCheckpoint(),
+            FiniteLossGuard(),
         ],
     }
 
@@ -53,7 +61,7 @@ class MNISTCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "fit":
             # keep the best model by validation accuracy, and the last one for resuming
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
             parser.set_defaults(
                 {
                     "checkpoint.monitor": "val/acc",
@@ -144,7 +152,7 @@ def main(args: ArgsType = None) -> MNISTCLI | Path:
             },
             args=args,
         )
-    except (MNISTDataError, PredictionOutputError, CheckpointError) as error:
+    except (MNISTDataError, PredictionOutputError, CheckpointError, NonFiniteLossError) as error:
         # A known problem with the user's files: one clear line, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

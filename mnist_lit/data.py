@@ -1,12 +1,13 @@
 """MNIST files -> uint8 tensors in memory -> whole batches, scaled and normalised after transfer."""
 
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_md5
 
@@ -42,6 +43,30 @@ class TensorImages(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
+
+
+def global_seed() -> int:
+    """The run's seed, as Lightning's seed_everything records it (0 when unseeded)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation per epoch drawn from (seed, epoch) alone, like DistributedSampler:
+    a resumed run shuffles its next epoch exactly as an unbroken run would. Lightning calls
+    `set_epoch` at the start of every epoch."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seed, self.epoch = size, global_seed(), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,21 +216,27 @@ class MNISTDataModule(L.LightningDataModule):
         return TensorImages(images[train], labels[train]), TensorImages(images[val], labels[val])
 
     def _loader(self, dataset: TensorImages, shuffle: bool = False) -> DataLoader:
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if shuffle:  # under DDP Lightning swaps in its DistributedSampler, also seeded by epoch
+            sampler = None if distributed else EpochShuffle(len(dataset))
+        else:
+            sampler = self._evaluation_sampler(dataset) if distributed else None
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle else self._evaluation_sampler(dataset),
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             collate_fn=keep_batch,
             persistent_workers=self.hparams.num_workers > 0,
+            # Each iterator draws a worker seed from this generator: with the default (None) it
+            # would come from the global one and shift the dropout of everything after it.
+            generator=torch.Generator().manual_seed(global_seed()),
         )
 
-    def _evaluation_sampler(self, dataset: TensorImages) -> UnrepeatedDistributedSampler | None:
+    def _evaluation_sampler(self, dataset: TensorImages) -> UnrepeatedDistributedSampler:
         """Under DDP, give each image to exactly one process. Lightning's default sampler pads
         every process to the same length with repeated images, which would count them twice."""
-        if self.trainer is None or self.trainer.world_size == 1:
-            return None
         return UnrepeatedDistributedSampler(
             dataset,
             num_replicas=self.trainer.world_size,

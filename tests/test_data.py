@@ -134,3 +134,15 @@ def test_read_only_data_folder_works(tiny_mnist):
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 256
+
+
+def test_epoch_shuffle_depends_on_seed_and_epoch_only(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+    sampler = data.EpochShuffle(50)
+    first = list(sampler)
+    torch.manual_seed(999)  # the global generator does not matter
+    assert list(sampler) == first and sorted(first) == list(range(50))
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first

@@ -1,0 +1,95 @@
+"""Interrupted runs continue exactly; same seeds give the same run; divergence stops cleanly."""
+
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_lit.callbacks import FiniteLossGuard, NonFiniteLossError
+from mnist_lit.cli import main
+from mnist_lit.module import MNISTClassifier
+from tests.conftest import REPO, tiny_args
+
+EXACT = ["--trainer.deterministic=true", "--seed_everything=11", "--trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    return tmp_path
+
+
+def fit(data, *extra: str) -> None:
+    main(["fit", *tiny_args(data), *EXACT, "--test_after_fit=false", *extra])
+
+
+def step_losses(run) -> dict[int, float]:
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("train/loss_step")}
+
+
+def assert_same_training_state(a, b) -> None:
+    first, second = (torch.load(p, weights_only=True) for p in (a, b))
+    assert first["global_step"] == second["global_step"]
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, second["state_dict"][name]), name
+    moments = [s["optimizer_states"][0]["state"] for s in (first, second)]
+    for index, state in moments[0].items():
+        for key, value in state.items():
+            assert torch.equal(value, moments[1][index][key]), (index, key)
+
+
+def test_resume_in_a_new_process_continues_exactly(tiny_mnist, workdir):
+    fit(tiny_mnist, "--trainer.max_epochs=2")  # version_0: straight through
+    fit(tiny_mnist, "--trainer.max_epochs=1")  # version_1: stopped after one epoch
+    stopped = workdir / "lightning_logs/version_1/checkpoints/last.ckpt"
+    command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist), *EXACT]
+    command += ["--test_after_fit=false", "--trainer.max_epochs=2", f"--ckpt_path={stopped}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logs = workdir / "lightning_logs"
+    assert_same_training_state(
+        logs / "version_0/checkpoints/last.ckpt", logs / "version_2/checkpoints/last.ckpt"
+    )
+    straight, resumed = step_losses(logs / "version_0"), step_losses(logs / "version_2")
+    second_epoch = {step: loss for step, loss in straight.items() if step >= 8}  # 8 steps/epoch
+    assert second_epoch and resumed == second_epoch
+
+
+def test_same_seed_same_run(tiny_mnist, workdir):
+    fit(tiny_mnist, "--trainer.max_epochs=2")
+    fit(tiny_mnist, "--trainer.max_epochs=2")
+    logs = workdir / "lightning_logs"
+    assert_same_training_state(
+        logs / "version_0/checkpoints/last.ckpt", logs / "version_1/checkpoints/last.ckpt"
+    )
+    assert step_losses(logs / "version_0") == step_losses(logs / "version_1")
+
+
+def test_diverging_run_stops_naming_the_step(tiny_mnist, workdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit(tiny_mnist, "--trainer.max_epochs=3", "--model.lr=1e6")
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert re.search(r"error: training loss became (nan|inf) at step \d+ \(epoch 0", err)
+    for checkpoint in workdir.rglob("*.ckpt"):
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values()), checkpoint
+
+
+def test_broken_weights_are_never_saved(tmp_path):
+    model = MNISTClassifier()
+    guard = FiniteLossGuard()
+    guard.on_save_checkpoint(SimpleNamespace(global_step=3), model, {})  # finite: no complaint
+    with torch.no_grad():
+        model.model.fc2.bias[0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="weights are not finite at step 3"):
+        guard.on_save_checkpoint(SimpleNamespace(global_step=3), model, {})
