@@ -60,6 +60,19 @@ def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
     assert figures["test/loss"].item() == pytest.approx(metrics["test/loss"], rel=1e-5)
 
 
+def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
+    root, data = ddp_run
+    checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    run_cli(["validate", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
+    ddp_run_dir = max((root / "lightning_logs").glob("version_*"), key=lambda p: p.stat().st_mtime)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    single = main(["validate", *tiny_args(data), f"--ckpt_path={checkpoint}"])
+    figures = single.trainer.callback_metrics
+    assert last_scalar(ddp_run_dir, "val/images") == figures["val/images"].item() == 64
+    assert last_scalar(ddp_run_dir, "val/acc") == figures["val/acc"].item()
+
+
 def test_ddp_predict_writes_each_input_once(ddp_run):
     root, data = ddp_run
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
