@@ -24,7 +24,11 @@ from mnist_lit.callbacks import (
 from mnist_lit.checkpoints import CheckpointError, read_checkpoint
 from mnist_lit.data import MNISTDataError, MNISTDataModule
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.resume import BestAndLastCheckpoint, RandomStatesInCheckpoint
+from mnist_lit.resume import (
+    BestAndLastCheckpoint,
+    RandomStatesInCheckpoint,
+    newest_last_checkpoint,
+)
 from mnist_lit.tracking import (
     HyperparametersWithMetrics,
     PredictionPictures,
@@ -94,10 +98,21 @@ class MNISTCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters here, first of all: check the file
         # before that, so a wrong one is one clear error and never runs code.
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        config = self.config[self.config.subcommand]
+        if config.get("ckpt_path") == "last" and self.config.subcommand == "fit":
+            config.ckpt_path = str(newest_last_checkpoint(self._log_root(config)))
+        ckpt_path = config.get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             read_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
+
+    @staticmethod
+    def _log_root(config) -> Path:
+        """Where this run's TensorBoard logger puts its version_N folders."""
+        logger = config.trainer.get("logger")
+        arguments = getattr(logger, "init_args", None) or {}
+        save_dir = arguments.get("save_dir") or config.trainer.get("default_root_dir") or "."
+        return Path(save_dir) / (arguments.get("name") or "lightning_logs")
 
     def _prediction_writer(self) -> PredictionWriter:
         return next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))

@@ -2,12 +2,15 @@
 shuffling draw from travel in it, as tensors and plain numbers that `weights_only` loading reads."""
 
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mnist_lit.checkpoints import CheckpointError
 
 
 def collect_random_states() -> dict[str, Any]:
@@ -76,3 +79,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # skipped when this step is already saved, outside fit and during the sanity check
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def newest_last_checkpoint(logs: Path) -> Path:
+    """`--ckpt_path last`: the newest run's last.ckpt. Lightning itself would look only in the
+    new run's own, empty, checkpoint folder and quietly start over."""
+    found = sorted(logs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(
+            f"--ckpt_path last: no {logs}/version_*/checkpoints/last.ckpt to resume from; pass a "
+            "checkpoint path, or leave --ckpt_path out to start a new run"
+        )
+    return found[-1]

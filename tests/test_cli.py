@@ -119,3 +119,21 @@ def test_python_dash_m_runs_in_a_subprocess(tiny_mnist, tmp_path):
     metrics = json.loads((run_dir(tmp_path, 0) / "metrics.json").read_text())
     assert metrics["train_images"] == 2 * 32
     assert 0 <= metrics["test/acc"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["fit", "--model.nonsense=1"], "nonsense"),
+        (["fit", "--data.batch_size=many"], "batch_size"),
+        (["fitt"], "fitt"),
+        (["fit", "--config=missing.yaml"], "missing.yaml"),
+    ],
+    ids=["unknown key", "wrong type", "unknown subcommand", "missing config file"],
+)
+def test_bad_configuration_is_exit_2_naming_it(args, named, workdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (workdir / "lightning_logs").exists()

@@ -22,6 +22,11 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 SAVED_DIGITS = 500
 
 
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])  # the CLI reads args=..., not pytest's
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """One epoch of the base recipe, without the test after fit."""

@@ -1,5 +1,6 @@
 """Interrupted runs continue exactly; same seeds give the same run; divergence stops cleanly."""
 
+import json
 import os
 import re
 import subprocess
@@ -93,3 +94,23 @@ def test_broken_weights_are_never_saved(tmp_path):
         model.model.fc2.bias[0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="weights are not finite at step 3"):
         guard.on_save_checkpoint(SimpleNamespace(global_step=3), model, {})
+
+
+def test_ckpt_path_last_resumes_the_newest_run(tiny_mnist, workdir):
+    fit(tiny_mnist, "--trainer.max_epochs=1")
+    fit(tiny_mnist, "--trainer.max_epochs=2", "--ckpt_path=last")
+    run = workdir / "lightning_logs/version_1"
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 2 * 8
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["train_images"] == 256  # only the second epoch ran: resumed, not started over
+
+
+def test_ckpt_path_last_without_a_run_says_so(tiny_mnist, workdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit(tiny_mnist, "--trainer.max_epochs=1", "--ckpt_path=last")
+    assert exit_.value.code == 1
+    assert (
+        "--ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt"
+        in capsys.readouterr().err
+    )
+    assert not (workdir / "lightning_logs").exists()  # nothing started
