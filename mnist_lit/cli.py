@@ -5,6 +5,7 @@ A LightningCLI over MNISTClassifier and MNISTDataModule; every option is a YAML 
 `python -m mnist_lit export --ckpt_path CKPT` writes the network for other programs (export.py).
 """
 
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit import export, report
 from mnist_lit.callbacks import (
@@ -167,6 +169,10 @@ def main(args: ArgsType = None) -> MNISTCLI | Path:
             },
             args=args,
         )
+    except SIGTERMException:
+        # Lightning stops on SIGTERM with exit status 0; schedulers must see a preemption
+        print("Stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except (MNISTDataError, PredictionOutputError, CheckpointError, NonFiniteLossError) as error:
         # A known problem with the user's files: one clear line, not a traceback.
         print(f"error: {error}", file=sys.stderr)

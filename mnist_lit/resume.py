@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.checkpoints import CheckpointError
 
@@ -74,6 +75,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException):
+        super().on_exception(trainer, pl_module, error)
+        # SIGTERM (preemption) or Ctrl-C: keep the work so far in last.ckpt; other errors may
+        # have left the state broken, so they keep the previous checkpoints instead
+        if isinstance(error, (SIGTERMException, KeyboardInterrupt)):
+            self._refresh_last(trainer)
+            if trainer.is_global_zero:
+                print(f"Interrupted at step {trainer.global_step}: {self.last_model_path} holds it")
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         # skipped when this step is already saved, outside fit and during the sanity check

@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -114,3 +116,29 @@ def test_ckpt_path_last_without_a_run_says_so(tiny_mnist, workdir, capsys):
         in capsys.readouterr().err
     )
     assert not (workdir / "lightning_logs").exists()  # nothing started
+
+
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path, sent, status):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]
+    command += ["--data.batch_size=8", "--test_after_fit=false", "--trainer.max_epochs=1000"]
+    training = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:  # a first epoch is done
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside a later epoch
+    training.send_signal(sent)
+    stdout, stderr = training.communicate(timeout=120)
+    assert training.returncode == status, stderr[-2000:]
+    stopped_at = torch.load(last, weights_only=True)["global_step"]
+    reported = re.search(r"Interrupted at step (\d+)", stdout)
+    assert reported and int(reported.group(1)) == stopped_at >= 32  # saved when the signal came
+    resume = [*command[:-1], f"--trainer.max_epochs={stopped_at // 32 + 2}", "--ckpt_path=last"]
+    done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt"
+    assert torch.load(resumed, weights_only=True)["global_step"] > stopped_at
