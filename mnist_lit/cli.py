@@ -63,7 +63,7 @@ class MNISTCLI(LightningCLI):
         self, klass: type, subcommand: str, **kwargs
     ) -> LightningArgumentParser:
         # Lightning's hook for extra arguments, add_arguments_to_parser, cannot tell subcommands
-        # apart; these two only make sense for fit.
+        # apart; these arguments belong to fit or predict alone.
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "fit":
             # keep the best model by validation accuracy, and the last one for resuming

@@ -9,23 +9,18 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
-from torchvision.datasets.utils import check_md5
 
 from mnist_lit.images import find_images, read_digits
+from mnist_lit.mnist_files import (
+    MNISTDataError,
+    download,
+    missing_files,
+    raw_dir,
+    verify_checksums,
+)
 
-# Published md5 sums of the extracted files, in torchvision's <data_dir>/MNIST/raw layout.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
 # Pixel mean and std of the training images after scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-class MNISTDataError(RuntimeError):
-    """The MNIST files are missing, corrupt or unusable; the message says how to fix it."""
 
 
 class TensorImages(Dataset):
@@ -77,38 +72,6 @@ def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, 1, 28, 28), scaled to [0, 1] then standardised."""
     return (images.unsqueeze(1).float() / 255 - MNIST_MEAN) / MNIST_STD
-
-
-def raw_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "MNIST" / "raw"
-
-
-def missing_files(data_dir: str | Path) -> list[str]:
-    return [name for name in MNIST_MD5 if not (raw_dir(data_dir) / name).is_file()]
-
-
-def verify_checksums(data_dir: str | Path) -> None:
-    """Raise MNISTDataError naming the first file whose md5 is not the published one."""
-    for name, md5 in MNIST_MD5.items():
-        path = raw_dir(data_dir) / name
-        if not check_md5(str(path), md5):
-            raise MNISTDataError(
-                f"{path} is corrupt: its md5 is not the published {md5}. Delete it and run again "
-                "to download a fresh copy, or point --data.data_dir at an intact copy of MNIST."
-            )
-
-
-def download(data_dir: str | Path) -> None:
-    """Fetch MNIST with torchvision, or fail with one message saying what to put where."""
-    missing = missing_files(data_dir)
-    try:
-        MNIST(str(data_dir), train=True, download=True)
-    except Exception as error:  # torchvision raises bare RuntimeError/URLError/OSError here
-        raise MNISTDataError(
-            f"MNIST files {', '.join(missing)} are missing from {raw_dir(data_dir)} and could not "
-            f"be downloaded ({type(error).__name__}). Put the extracted files there, or point "
-            "--data.data_dir at a folder that holds MNIST/raw/*-ubyte."
-        ) from error
 
 
 class MNISTDataModule(L.LightningDataModule):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_lit import data
+from mnist_lit import data, mnist_files
 from mnist_lit.data import MNIST_MEAN, MNIST_STD, MNISTDataError, MNISTDataModule, normalize
 
 
@@ -78,7 +78,7 @@ def test_val_size_out_of_range_is_a_clear_error(tiny_mnist):
 def test_checksum_catches_a_corrupted_file(tiny_mnist, monkeypatch):
     raw = tiny_mnist / "MNIST" / "raw"
     sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in raw.iterdir()}
-    monkeypatch.setattr(data, "MNIST_MD5", sums)
+    monkeypatch.setattr(mnist_files, "MNIST_MD5", sums)
     tiny_module(tiny_mnist, verify_checksums=True).prepare_data()  # intact: passes
 
     corrupt = raw / "t10k-images-idx3-ubyte"
