@@ -124,15 +124,26 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path,
     command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]
     command += ["--data.batch_size=8", "--test_after_fit=false", "--trainer.max_epochs=1000"]
     training = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt: give the child the default a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and time.monotonic() < deadline:  # a first epoch is done
-        time.sleep(0.2)
-    time.sleep(1.0)  # now inside a later epoch
-    training.send_signal(sent)
-    stdout, stderr = training.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and time.monotonic() < deadline:  # a first epoch is done
+            time.sleep(0.2)
+        time.sleep(1.0)  # now inside a later epoch
+        training.send_signal(sent)
+        stdout, stderr = training.communicate(timeout=120)
+    finally:
+        training.kill()  # never leave a 1000-epoch run behind
     assert training.returncode == status, stderr[-2000:]
     stopped_at = torch.load(last, weights_only=True)["global_step"]
     reported = re.search(r"Interrupted at step (\d+)", stdout)
