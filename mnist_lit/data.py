@@ -161,7 +161,21 @@ class MNISTDataModule(L.LightningDataModule):
         self.predict_set = TensorImages(torch.from_numpy(digits), torch.tensor(positions))
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        mnist = MNIST(self.hparams.data_dir, train=train, download=False)
+        files = f"{raw_dir(self.hparams.data_dir)}/{'train' if train else 't10k'}-*-ubyte"
+        try:
+            mnist = MNIST(self.hparams.data_dir, train=train, download=False)
+        except (RuntimeError, TypeError, ValueError, AssertionError) as error:
+            # torchvision's own words here are shape and dtype complaints from deep in its parser
+            raise MNISTDataError(
+                f"{files} could not be read as MNIST's idx format: truncated or damaged "
+                f"({type(error).__name__}: {error}). Replace them; with --data.verify_checksums "
+                "true the md5 check names the damaged file."
+            ) from None
+        if len(mnist.data) != len(mnist.targets):
+            raise MNISTDataError(
+                f"{files} hold {len(mnist.data)} images but {len(mnist.targets)} labels: "
+                "the files do not belong together"
+            )
         return mnist.data, mnist.targets
 
     def _split(

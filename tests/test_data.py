@@ -146,3 +146,18 @@ def test_epoch_shuffle_depends_on_seed_and_epoch_only(monkeypatch):
     assert list(sampler) != first
     sampler.set_epoch(0)
     assert list(sampler) == first
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong magic", "label count"])
+def test_damaged_idx_files_are_one_clear_error(tiny_mnist, damage):
+    raw = tiny_mnist / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    payload = images.read_bytes()
+    if damage == "truncated":
+        images.write_bytes(payload[: len(payload) // 2])
+    elif damage == "wrong magic":
+        images.write_bytes(b"\x00\x00\x09\x03" + payload[4:])
+    else:  # labels of another file
+        (raw / "train-labels-idx1-ubyte").write_bytes((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(MNISTDataError, match="train-\\*-ubyte"):
+        tiny_module(tiny_mnist).setup("fit")
