@@ -100,20 +100,51 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class FiniteLossGuard(L.Callback):
-    """Stops training at the first NaN or infinite loss, naming the step. Checkpoints are only
-    written at epoch ends, after this check, so the best and last ones keep finite weights."""
+    """Stops training at the first NaN or infinite loss, naming the step, and never lets a
+    checkpoint hold broken weights.
+
+    Each step's finiteness is recorded on the device and read back every `check_every` steps and
+    before every checkpoint: reading it every step would make a GPU wait for each step to finish.
+
+    Args:
+        check_every: Steps between reads of the recorded flags.
+    """
+
+    def __init__(self, check_every: int = 50) -> None:
+        self.check_every = check_every
+        self._flags: torch.Tensor | None = None  # True where the loss was not finite
+        self._first_step = 0  # global step of flag 0
+        self._recorded = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss):  # one host sync per step: cheap next to the step itself
+        if self._flags is None or self._flags.device != loss.device:
+            self._flags = torch.zeros(self.check_every, dtype=torch.bool, device=loss.device)
+        if self._recorded == 0:
+            self._first_step = trainer.global_step  # steps taken, counting the one of this loss
+        self._flags[self._recorded] = ~torch.isfinite(loss.detach())
+        self._recorded += 1
+        if self._recorded == self.check_every:
+            self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        recorded, self._recorded = self._recorded, 0
+        if self._flags is None or recorded == 0:
+            return
+        bad = self._flags[:recorded].nonzero()
+        if len(bad):
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} at step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}, batch {batch_idx}); checkpoints written "
-                "before it are kept. Lower --model.lr or check the data."
+                f"training loss became NaN or infinite at step {self._first_step + int(bad[0])} "
+                f"(epoch {trainer.current_epoch}); checkpoints written before it are kept. "
+                "Lower --model.lr or check the data."
             )
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        # the last step of an epoch can break the weights after a finite loss: never save them
+        self._check(trainer)
+        # the last step can break the weights after a finite loss: never save them
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             raise NonFiniteLossError(
                 f"weights are not finite at step {trainer.global_step}; checkpoint not written, "

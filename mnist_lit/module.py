@@ -1,5 +1,7 @@
 """The LightningModule: cross-entropy training of the CNN with Adam, accuracy per stage."""
 
+from typing import Literal
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,11 @@ class MNISTClassifier(L.LightningModule):
         channels: Output channels of the three convolution blocks.
         hidden: Width of the fully connected hidden layer.
         dropout: Dropout probability used throughout the network.
-        lr: Adam learning rate.
+        lr: Adam learning rate; with the one-cycle schedule, its peak.
+        schedule: `constant` keeps `lr` throughout (the article); `one_cycle` warms up to `lr`
+            over the first quarter of training, then anneals to almost zero, stepping per batch.
+        channels_last: Keep activations in NHWC layout, which the CPU (oneDNN) and GPU (cuDNN)
+            convolutions run fastest in; the weights and results are the same network's.
     """
 
     def __init__(
@@ -25,10 +31,14 @@ class MNISTClassifier(L.LightningModule):
         hidden: int = 625,
         dropout: float = 0.3,
         lr: float = 1e-3,
+        schedule: Literal["constant", "one_cycle"] = "constant",
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = CNN(channels=channels, hidden=hidden, dropout=dropout)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # One metric object per stage: sharing one would mix their running counts.
         # average="micro" is the fraction of images right (the class default is a per-class mean).
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
@@ -43,47 +53,62 @@ class MNISTClassifier(L.LightningModule):
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
-    def _shared_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        accuracy = getattr(self, f"{stage}_acc")
-        if stage == "train":
-            # Per-step curves take this batch's plain figures; a metric's forward() would cost
-            # ~10% of a step here. The epoch figures accumulate in the metric objects.
+        # The epoch figures accumulate on the device and are read once, at the epoch's end.
+        self.train_acc.update(logits, labels)
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        if self._logger_writes_this_step():
+            # Each self.log costs Lightning ~0.7 ms of Python (a quarter of a CPU step at batch
+            # 32 for five of them), so the per-step curves are handed over only on the steps its
+            # logger writes. They are this batch's plain figures.
             batch_acc = (logits.argmax(dim=1) == labels).float().mean()
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
             self.log("train/acc_step", batch_acc, on_step=True, on_epoch=False)
-            accuracy.update(logits, labels)
-            self.train_loss.update(loss.detach(), weight=len(labels))
-            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
-            self.log("train/acc_epoch", accuracy, on_step=False, on_epoch=True)
-            return loss, logits
-        accuracy.update(logits, labels)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True)
+        return loss
+
+    def _logger_writes_this_step(self) -> bool:
+        """Lightning's rule: the logger writes after every `log_every_n_steps`-th step."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def on_train_epoch_end(self) -> None:
+        # compute() synchronises the processes under DDP: each image counts once
+        self.log("train/loss_epoch", self.train_loss.compute())
+        self.log("train/acc_epoch", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def _evaluation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        getattr(self, f"{stage}_acc").update(logits, labels)
         getattr(self, f"{stage}_loss").update(loss, weight=len(labels))
         getattr(self, f"{stage}_images").update(len(labels))
         for name in ("loss", "acc", "images"):
             metric = getattr(self, f"{stage}_{name}")
             self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "acc")
-        return loss, logits
-
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
-        return self._shared_step(batch, "train")[0]
+        return logits  # for the prediction pictures
 
     def validation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
-        return self._shared_step(batch, "val")[1]  # logits, for the prediction pictures
+        return self._evaluation_step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")[1]
+        return self._evaluation_step(batch, "test")
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check batches
@@ -99,5 +124,25 @@ class MNISTClassifier(L.LightningModule):
         probs = self(batch[0]).softmax(dim=1)
         return {"preds": probs.argmax(dim=1), "probs": probs}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        # One fused kernel updates all weights: 0.6 ms a step on CPU against 4.7 ms for the
+        # default per-tensor loop. Other devices keep the default.
+        fused = self.device.type in ("cpu", "cuda")
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        if self.hparams.schedule == "constant":
+            return optimizer
+        scheduler = one_cycle(optimizer, self.hparams.lr, self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """Warm up over the first quarter of the steps, then cosine-anneal to peak_lr / 1e4 (Adam's
+    beta1 moves opposite to the rate, 0.95 -> 0.85 -> 0.95, as the schedule prescribes)."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=peak_lr, total_steps=int(total_steps), pct_start=0.25
+    )

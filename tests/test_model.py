@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnist_lit.model import CNN
+from mnist_lit.model import CNN, conv_block
 
 
 def test_logits_shape_and_finite():
@@ -55,3 +55,18 @@ def test_fc_weights_are_xavier_uniform():
     bound = (6 / (2048 + 625)) ** 0.5
     assert model.fc1.weight.abs().max() <= bound
     assert model.fc1.weight.abs().max() > 0.9 * bound  # default init would be far narrower
+
+
+@pytest.mark.parametrize("pool_padding", [0, 1])
+def test_pooling_before_relu_matches_the_articles_order(pool_padding):
+    block = conv_block(3, 8, dropout=0.0, pool_padding=pool_padding)
+    conv, pool = block[0], block[1]
+    articles = torch.nn.Sequential(conv, torch.nn.ReLU(), pool)  # same convolution weights
+    images = torch.randn(4, 3, 7, 7)
+    ours = block(images)
+    ours.square().sum().backward()
+    ours_grad, conv.weight.grad = conv.weight.grad, None
+    theirs = articles(images)
+    theirs.square().sum().backward()
+    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours_grad, conv.weight.grad)

@@ -82,7 +82,7 @@ def test_diverging_run_stops_naming_the_step(tiny_mnist, workdir, capsys):
         fit(tiny_mnist, "--trainer.max_epochs=3", "--model.lr=1e6")
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert re.search(r"error: training loss became (nan|inf) at step \d+ \(epoch 0", err)
+    assert re.search(r"error: training loss became NaN or infinite at step \d+ \(epoch 0", err)
     for checkpoint in workdir.rglob("*.ckpt"):
         state = torch.load(checkpoint, weights_only=True)["state_dict"]
         assert all(torch.isfinite(t).all() for t in state.values()), checkpoint
@@ -153,3 +153,13 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path,
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt"
     assert torch.load(resumed, weights_only=True)["global_step"] > stopped_at
+
+
+def test_non_finite_loss_is_read_back_late_but_named_exactly():
+    guard = FiniteLossGuard(check_every=5)
+    losses = [1.0] * 6 + [float("nan")] * 4  # steps 1-6 finite, step 7 on broken
+    with pytest.raises(NonFiniteLossError, match="at step 7 "):
+        for step, loss in enumerate(losses, start=1):
+            trainer = SimpleNamespace(global_step=step, current_epoch=0)
+            guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, step - 1)
+    assert step == 10  # read back once per 5 steps, not at every step
