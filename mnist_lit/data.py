@@ -1,6 +1,7 @@
 """MNIST files -> uint8 tensors in memory -> whole batches, scaled and normalised after transfer."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -10,6 +11,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 
+from mnist_lit.augment import random_affine
 from mnist_lit.images import find_images, read_digits
 from mnist_lit.mnist_files import (
     MNISTDataError,
@@ -69,9 +71,15 @@ def keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, 
     return batch
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float (B, 1, 28, 28), scaled to [0, 1] then standardised."""
-    return (images.unsqueeze(1).float() / 255 - MNIST_MEAN) / MNIST_STD
+def normalize(
+    images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28): scaled to [0, 1], transformed there if given
+    (augmentation fills uncovered pixels with black, 0), then standardised."""
+    images = images.unsqueeze(1).float() / 255
+    if transform is not None:
+        images = transform(images)
+    return (images - MNIST_MEAN) / MNIST_STD
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -90,6 +98,11 @@ class MNISTDataModule(L.LightningDataModule):
             your own data written in MNIST's file format.
         predict_path: Image files or folders (searched recursively) for `predict`; by default
             `predict` runs on the official test set.
+        augment_shift: Training images are shifted by up to this many pixels along each axis
+            (0: off). Every image draws its own shift, rotation and scaling, batch-wise on the
+            device; validation and test images are left as they are.
+        augment_degrees: ... rotated by up to this many degrees either way (0: off).
+        augment_scale: ... enlarged or shrunk by up to this fraction (0: off).
     """
 
     def __init__(
@@ -102,6 +115,9 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         verify_checksums: bool = True,
         predict_path: str | list[str] | None = None,
+        augment_shift: float = 0.0,
+        augment_degrees: float = 0.0,
+        augment_scale: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -240,4 +256,15 @@ class MNISTDataModule(L.LightningDataModule):
         if isinstance(batch, torch.Tensor):  # the model's example input, already float
             return batch
         images, labels = batch
-        return normalize(images), labels
+        training = self.trainer is not None and self.trainer.training
+        return normalize(images, self.augment if training and self.augments else None), labels
+
+    @property
+    def augments(self) -> bool:
+        h = self.hparams
+        return any(v > 0 for v in (h.augment_shift, h.augment_degrees, h.augment_scale))
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Random shift/rotation/scaling of (B, 1, 28, 28) images in [0, 1]."""
+        h = self.hparams
+        return random_affine(images, h.augment_shift, h.augment_degrees, h.augment_scale)
