@@ -1,17 +1,55 @@
-"""Checkpoints from anywhere: read without running their code, and checked to be this model's."""
+"""Checkpoints from anywhere: read without running their code, and checked to be this model's;
+written so that an interrupted write never costs the previous one."""
 
+import contextlib
 import inspect
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lit.module import MNISTClassifier
 
 
 class CheckpointError(ValueError):
     """A --ckpt_path that is missing, unreadable or of another model; the message says which."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder gone, ...); earlier ones are intact."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in its destination folder, forces it to disk,
+    then renames it over the destination. A process killed mid-write, or a full disk, leaves the
+    previous checkpoint whole. (Lightning's own writer stages the file in the system's temporary
+    folder; moving it onto another file system is a copy that can be cut short.)"""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed process
+                stale.unlink()
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)  # atomic within one file system
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path}: {error.strerror or error}. Checkpoints "
+                "written before are kept; free some space or choose another folder with "
+                "--checkpoint.dirpath"
+            ) from error
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

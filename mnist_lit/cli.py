@@ -5,13 +5,16 @@ A LightningCLI over MNISTClassifier and MNISTDataModule; every option is a YAML 
 `python -m mnist_lit export --ckpt_path CKPT` writes the network for other programs (export.py).
 """
 
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -23,7 +26,12 @@ from mnist_lit.callbacks import (
     PredictionWriter,
     RunSummary,
 )
-from mnist_lit.checkpoints import CheckpointError, read_checkpoint
+from mnist_lit.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    CheckpointWriteError,
+    read_checkpoint,
+)
 from mnist_lit.data import MNISTDataError, MNISTDataModule
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.resume import (
@@ -56,6 +64,25 @@ def trainer_defaults() -> dict:
             FiniteLossGuard(),
         ],
     }
+
+
+class OutputFolderError(PermissionError):
+    """A folder the run must write to cannot be written."""
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Raise OutputFolderError unless `folder` exists as a writable folder or can be created.
+    Nothing is created: under DDP every process checks, and only rank 0 makes the folders."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return
+    raise OutputFolderError(f"cannot write to {folder}: {problem}. Choose another with {flag}")
 
 
 class MNISTCLI(LightningCLI):
@@ -97,9 +124,19 @@ class MNISTCLI(LightningCLI):
             )
         return parser
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Lightning's writer unless the user configured another (a plugin in the trainer's
+        # config cannot be written back into config.yaml)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters here, first of all: check the file
         # before that, so a wrong one is one clear error and never runs code.
+        if not self.config.get("subcommand"):  # built with run=False: nothing to load
+            return
         config = self.config[self.config.subcommand]
         if config.get("ckpt_path") == "last" and self.config.subcommand == "fit":
             config.ckpt_path = str(newest_last_checkpoint(self._log_root(config)))
@@ -131,6 +168,20 @@ class MNISTCLI(LightningCLI):
         writer.overwrite = self.config.predict.overwrite
         writer.check_output()  # before any work, not after it
 
+    def before_fit(self) -> None:
+        # Lightning would find out at the first write (the logger's folder, or the first
+        # checkpoint an epoch later), with a traceback.
+        trainer = self.trainer
+        log_flag = (
+            "--trainer.logger.init_args.save_dir"
+            if trainer.logger
+            else "--trainer.default_root_dir"
+        )
+        check_writable(Path(trainer.log_dir or trainer.default_root_dir), log_flag)
+        for callback in trainer.checkpoint_callbacks:
+            if callback.dirpath:
+                check_writable(Path(callback.dirpath), "--checkpoint.dirpath")
+
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit or self.trainer.fast_dev_run:
             return
@@ -141,6 +192,26 @@ class MNISTCLI(LightningCLI):
                 "No best checkpoint was saved (validation off?); testing the final weights."
             )
             self.trainer.test(self.model, datamodule=self.datamodule)
+
+
+def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = True) -> MNISTCLI:
+    """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""
+    defaults = trainer_defaults()
+    defaults["callbacks"] += callbacks or []
+    return MNISTCLI(
+        MNISTClassifier,
+        MNISTDataModule,
+        trainer_defaults=defaults,
+        save_config_callback=SaveConfigToTensorBoard,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "prog": "mnist-lit",
+            "description": "Train, evaluate and use the MNIST CNN. "
+            "Also: mnist-lit report RUN, mnist-lit export --ckpt_path CKPT",
+        },
+        args=args,
+        run=run,
+    )
 
 
 def main(args: ArgsType = None) -> MNISTCLI | Path:
@@ -156,24 +227,19 @@ def main(args: ArgsType = None) -> MNISTCLI | Path:
     ):
         warnings.filterwarnings("ignore", message=noise)
     try:
-        return MNISTCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            trainer_defaults=trainer_defaults(),
-            save_config_callback=SaveConfigToTensorBoard,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={
-                "prog": "mnist-lit",
-                "description": "Train, evaluate and use the MNIST CNN. "
-                "Also: mnist-lit report RUN, mnist-lit export --ckpt_path CKPT",
-            },
-            args=args,
-        )
+        return make_cli(args)
     except SIGTERMException:
         # Lightning stops on SIGTERM with exit status 0; schedulers must see a preemption
         print("Stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
-    except (MNISTDataError, PredictionOutputError, CheckpointError, NonFiniteLossError) as error:
+    except (
+        MNISTDataError,
+        PredictionOutputError,
+        CheckpointError,
+        CheckpointWriteError,
+        NonFiniteLossError,
+        OutputFolderError,
+    ) as error:
         # A known problem with the user's files: one clear line, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,0 +1,95 @@
+"""Checkpoint writes: a kill or a full disk mid-write never costs the previous checkpoint; an
+output folder that cannot be written stops the run before it trains."""
+
+import errno
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mnist_lit.checkpoints import AtomicCheckpointIO, CheckpointWriteError
+from mnist_lit.cli import main, make_cli
+from tests.conftest import REPO, tiny_args
+
+KILLED_MID_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    from mnist_lit.checkpoints import AtomicCheckpointIO
+
+    path = sys.argv[1]
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, path)
+
+    def save_then_die(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint" * 1000)
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save = save_then_die
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(1000)}, path)
+    """
+)
+
+
+def test_sigkill_while_writing_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.ckpt"
+    child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)], cwd=REPO)
+    assert child.returncode == -9  # really killed, in the middle of the second write
+    leftovers = list(tmp_path.glob(".last.ckpt.*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.zeros(1000))
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(1000)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(1000))
+    assert not list(tmp_path.glob(".*.tmp"))  # the killed write's leftover is cleared
+
+
+def disk_full(obj, file, *args, **kwargs):
+    file.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_is_one_error_naming_the_path_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "best.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointWriteError, match=f"{path}: No space left on device"):
+        AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.zeros(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temporary left
+
+
+def test_fit_on_a_full_disk_stops_with_one_line(tiny_mnist, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=1"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: could not write checkpoint" in err and "No space left on device" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--trainer.logger.init_args.save_dir", "--checkpoint.dirpath"])
+def test_unwritable_output_folder_stops_before_training(
+    tiny_mnist, tmp_path, flag, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where a folder should go\n")  # unwritable, even for root
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *tiny_args(tiny_mnist), flag, str(blocker / "runs")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write to {blocker / 'runs'}" in err
+    assert flag in err  # the message names the option to change
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
+    cli = make_cli(tiny_args(tiny_mnist), run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
