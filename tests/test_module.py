@@ -60,3 +60,14 @@ def test_accuracy_is_the_fraction_of_images_right():
     model.val_acc.update(logits, torch.tensor([0, 0, 0, 1]))
     # 3 of 4 right; a per-class mean (macro) would say 0.5
     assert model.val_acc.compute().item() == 0.75
+
+
+def test_losses_are_means_over_images_not_over_batches():
+    model = MNISTClassifier()
+    images, labels = torch.randn(37, 1, 28, 28), torch.randint(0, 10, (37,))
+    model.eval()
+    with torch.no_grad():
+        for start in (0, 32):  # batches of 32 and 5 images
+            model.test_step((images[start : start + 32], labels[start : start + 32]), 0)
+        expected = torch.nn.functional.cross_entropy(model(images), labels)
+    torch.testing.assert_close(model.test_loss.compute(), expected)
