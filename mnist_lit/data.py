@@ -20,6 +20,7 @@ from mnist_lit.mnist_files import (
     raw_dir,
     verify_checksums,
 )
+from mnist_lit.model import IMAGE_SIZE, NUM_CLASSES
 
 # Pixel mean and std of the training images after scaling to [0, 1].
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -187,12 +188,18 @@ class MNISTDataModule(L.LightningDataModule):
                 f"({type(error).__name__}: {error}). Replace them; with --data.verify_checksums "
                 "true the md5 check names the damaged file."
             ) from None
-        if len(mnist.data) != len(mnist.targets):
+        images, labels = mnist.data, mnist.targets
+        if len(images) != len(labels):
             raise MNISTDataError(
-                f"{files} hold {len(mnist.data)} images but {len(mnist.targets)} labels: "
+                f"{files} hold {len(images)} images but {len(labels)} labels: "
                 "the files do not belong together"
             )
-        return mnist.data, mnist.targets
+        if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            size = "x".join(map(str, images.shape[1:]))
+            raise MNISTDataError(f"{files} hold {size} images; MNIST's are 28x28")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES:
+            raise MNISTDataError(f"{files} hold labels outside 0-9")
+        return images, labels
 
     def _split(
         self, images: torch.Tensor, labels: torch.Tensor
