@@ -20,6 +20,7 @@ trained model's inference images/s at batch 1024.
 import argparse
 import json
 import platform
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -287,7 +288,12 @@ def run(config: str, data_dir: str, article_epochs: int, fit_args: list[str]) ->
     device = settings.trainer.strategy.root_device
     test_set = MNIST(data_dir, train=False)
     test = (test_set.data, test_set.targets)
-    results = {"machine": machine(device), "config": config, "fit_args": fit_args}
+    results = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine(device),
+        "config": config,
+        "fit_args": fit_args,
+    }
     contenders = {}
     with PeakMemory(device) as memory:
         contenders["article"] = article_loop(data_dir, test, device, article_epochs)

@@ -28,7 +28,7 @@ class MNISTClassifier(L.LightningModule):
         schedule: `constant` keeps `lr` throughout (the article); `one_cycle` warms up to `lr`
             over the first quarter of training, then anneals to almost zero, stepping per batch.
         channels_last: Keep activations in NHWC layout, which the CPU (oneDNN) and GPU (cuDNN)
-            convolutions run fastest in; the weights and results are the same network's.
+            convolutions run fastest in; the same weights, results equal up to rounding.
     """
 
     def __init__(
