@@ -87,9 +87,10 @@ def plot_curves(ax, run: Run, metric: str) -> None:
         ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (per epoch)")
     ax.set(xlabel="training step", ylabel=metric, title=metric)
     shown = np.concatenate([smoothed, val_values])
-    if metric == "loss" and len(shown):
+    positive = shown[shown > 0]  # a loss of exactly 0 has no place on a log scale
+    if metric == "loss" and len(positive):
         ax.set_yscale("log")  # late epochs differ in the second digit
-        ax.set_ylim(shown.min() / 2, shown.max() * 1.5)  # single steps may dip far lower
+        ax.set_ylim(positive.min() / 2, positive.max() * 1.5)  # single steps may dip far lower
     if metric == "acc" and len(shown):
         # zoom on where training spends its time, not on the first few steps
         ax.set_ylim(max(0.0, np.percentile(shown, 5) - 0.01), 1.0)
