@@ -213,14 +213,15 @@ def plain_loop(settings, test: tuple, device: torch.device) -> dict:
     scheduler = one_cycle(optimizer, hparams.lr, steps) if hparams.schedule == "one_cycle" else None
     autocast = autocast_for(str(trainer.precision), device)
 
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        return normalize(images).contiguous(memory_format=memory_format)
+    def preprocess(images: torch.Tensor, training: bool = False) -> torch.Tensor:
+        transform = data.augment if training and data.augments else None  # as fit does
+        return normalize(images, transform).contiguous(memory_format=memory_format)
 
     for epoch in range(1, trainer.max_epochs + 1):
         order = torch.randperm(count, device=device)
         for start in range(0, count, batch_size):
             index = order[start : start + batch_size]
-            images, labels = preprocess(train_images[index]), train_labels[index]
+            images, labels = preprocess(train_images[index], training=True), train_labels[index]
             with autocast():
                 loss = F.cross_entropy(net(images), labels)
             optimizer.zero_grad(set_to_none=True)
