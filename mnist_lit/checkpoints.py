@@ -11,14 +11,15 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mnist_lit.errors import UserError
 from mnist_lit.module import MNISTClassifier
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A --ckpt_path that is missing, unreadable or of another model; the message says which."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written (disk full, folder gone, ...); earlier ones are intact."""
 
 

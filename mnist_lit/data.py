@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 
 from mnist_lit.augment import random_affine
-from mnist_lit.images import find_images, read_digits
+from mnist_lit.images import PredictInputs, find_images, read_digits
+from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
 from mnist_lit.mnist_files import (
     MNISTDataError,
     download,
@@ -20,10 +21,6 @@ from mnist_lit.mnist_files import (
     raw_dir,
     verify_checksums,
 )
-from mnist_lit.model import IMAGE_SIZE, NUM_CLASSES
-
-# Pixel mean and std of the training images after scaling to [0, 1].
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 class TensorImages(Dataset):
@@ -43,9 +40,10 @@ class TensorImages(Dataset):
         return self.images[index], self.labels[index]
 
 
-def global_seed() -> int:
-    """The run's seed, as Lightning's seed_everything records it (0 when unseeded)."""
-    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+def global_seed() -> int | None:
+    """The run's seed, as Lightning's seed_everything records it (None when unseeded)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else None
 
 
 class EpochShuffle(Sampler[int]):
@@ -54,7 +52,7 @@ class EpochShuffle(Sampler[int]):
     `set_epoch` at the start of every epoch."""
 
     def __init__(self, size: int) -> None:
-        self.size, self.seed, self.epoch = size, global_seed(), 0
+        self.size, self.seed, self.epoch = size, global_seed() or 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,7 +78,7 @@ def normalize(
     images = images.unsqueeze(1).float() / 255
     if transform is not None:
         images = transform(images)
-    return (images - MNIST_MEAN) / MNIST_STD
+    return (images - MEAN) / STD
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -158,24 +156,19 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _predict_files(self) -> list[Path]:
         path = self.hparams.predict_path
-        try:
-            return find_images([path] if isinstance(path, str) else path)
-        except FileNotFoundError as error:
-            raise MNISTDataError(str(error)) from None
+        return find_images([path] if isinstance(path, str) else path)
 
     def _setup_predict(self) -> None:
-        """What predict runs on: `predict_inputs` names every input in order; images that could
-        not be read are left out of `predict_set` and explained in `predict_errors`."""
-        if not self._predicting_images():
-            count = len(self.test_set)
-            self.predict_inputs = [f"t10k-images-idx3-ubyte[{i}]" for i in range(count)]
-            self.predict_set = TensorImages(self.test_set.images, torch.arange(count))
-            self.predict_errors: dict[int, str] = {}
+        """`predict_inputs` names every input in order; `predict_set` holds the readable ones."""
+        if self._predicting_images():
+            self.predict_inputs = read_digits(self._predict_files())
+            unknown = torch.full((len(self.predict_inputs.digits),), -1)  # users' digits
+            self.predict_set = TensorImages(self.predict_inputs.digits, unknown)
             return
-        files = self._predict_files()
-        digits, positions, self.predict_errors = read_digits(files)
-        self.predict_inputs = [str(f) for f in files]
-        self.predict_set = TensorImages(torch.from_numpy(digits), torch.tensor(positions))
+        count = len(self.test_set)
+        names = [f"t10k-images-idx3-ubyte[{i}]" for i in range(count)]
+        self.predict_inputs = PredictInputs(names, self.test_set.images, torch.arange(count), {})
+        self.predict_set = self.test_set
 
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         files = f"{raw_dir(self.hparams.data_dir)}/{'train' if train else 't10k'}-*-ubyte"
@@ -194,7 +187,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"{files} hold {len(images)} images but {len(labels)} labels: "
                 "the files do not belong together"
             )
-        if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
             size = "x".join(map(str, images.shape[1:]))
             raise MNISTDataError(f"{files} hold {size} images; MNIST's are 28x28")
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES:
@@ -231,7 +224,7 @@ class MNISTDataModule(L.LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
             # Each iterator draws a worker seed from this generator: with the default (None) it
             # would come from the global one and shift the dropout of everything after it.
-            generator=torch.Generator().manual_seed(global_seed()),
+            generator=torch.Generator().manual_seed(global_seed() or 0),
         )
 
     def _evaluation_sampler(self, dataset: TensorImages) -> UnrepeatedDistributedSampler:

@@ -2,15 +2,21 @@
 other programs, taking preprocessed (N, 1, 28, 28) float images with any batch size, plus a JSON
 beside it with the preprocessing constants and the checkpoint's test accuracy."""
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentParser, Namespace
 
-from mnist_lit.checkpoints import CheckpointError, load_classifier
-from mnist_lit.data import MNIST_MEAN, MNIST_STD
-from mnist_lit.model import IMAGE_SIZE
+from mnist_lit.checkpoints import load_classifier
+from mnist_lit.errors import UserError
+from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
+
+HELP = "Write the trained network as ONNX or a torch.export program, for other programs."
+
+
+class ExportOutputError(UserError, FileExistsError):
+    """The output file exists and --overwrite was not given."""
 
 
 def test_accuracy(ckpt_path: Path) -> float | None:
@@ -25,7 +31,7 @@ def test_accuracy(ckpt_path: Path) -> float | None:
 
 def export(ckpt_path: Path, format: str, output: Path) -> Path:
     network = load_classifier(ckpt_path).model
-    example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    example = torch.zeros(2, 1, IMAGE_SIDE, IMAGE_SIDE)
     dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=1 << 20)}}
     if format == "onnx":
         program = torch.onnx.export(
@@ -43,16 +49,20 @@ def export(ckpt_path: Path, format: str, output: Path) -> Path:
         "format": format,
         "input": {
             "name": "images",
-            "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE],
+            "shape": ["batch", 1, IMAGE_SIDE, IMAGE_SIDE],
             "dtype": "float32",
         },
-        "output": {"name": "logits", "shape": ["batch", 10], "classes": list(range(10))},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", NUM_CLASSES],
+            "classes": list(range(NUM_CLASSES)),
+        },
         "preprocessing": {
             "layout": "white digit on black, fitted to a 20x20 box, centre of mass at the centre "
             "of 28x28 (mnist_lit/images.py)",
             "pixels": "x = (uint8 / 255 - mean) / std",
-            "mean": MNIST_MEAN,
-            "std": MNIST_STD,
+            "mean": MEAN,
+            "std": STD,
         },
         "checkpoint": str(ckpt_path.resolve()),
         "test_acc": test_accuracy(ckpt_path),
@@ -61,19 +71,19 @@ def export(ckpt_path: Path, format: str, output: Path) -> Path:
     return output
 
 
-def main(args: list[str]) -> Path:
-    parser = argparse.ArgumentParser(prog="mnist-lit export", description=__doc__)
+def parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mnist-lit export", description=__doc__)
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint of `fit`")
     parser.add_argument("--format", choices=["onnx", "torch"], default="onnx")
-    parser.add_argument("--output", type=Path, help="default: model.onnx or model.pt2")
+    parser.add_argument("--output", type=Path | None, help="default: model.onnx or model.pt2")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    options = parser.parse_args(args)
+    return parser
+
+
+def run(options: Namespace) -> Path:
     output = options.output or Path("model.onnx" if options.format == "onnx" else "model.pt2")
     if output.exists() and not options.overwrite:
-        parser.exit(1, f"error: {output} exists; pass --overwrite or another --output\n")
-    try:
-        export(options.ckpt_path, options.format, output)
-    except CheckpointError as error:
-        parser.exit(1, f"error: {error}\n")
+        raise ExportOutputError(f"{output} exists; pass --overwrite or another --output")
+    export(options.ckpt_path, options.format, output)
     print(f"Wrote {output} and {output.with_suffix('.json')}")
     return output

@@ -3,7 +3,7 @@
 import torch
 from matplotlib.figure import Figure
 
-from mnist_lit.data import MNIST_MEAN, MNIST_STD
+from mnist_lit.mnist import MEAN, NUM_CLASSES, STD
 
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 
@@ -21,7 +21,7 @@ def digit_grid(
     figure = Figure(figsize=(columns * 1.1, rows * 1.3 + 0.4), layout="constrained")
     figure.suptitle(title)
     axes = figure.subplots(rows, columns, squeeze=False).flat
-    pixels = (images[:, 0].float() * MNIST_STD + MNIST_MEAN).clamp(0, 1).cpu().numpy()
+    pixels = (images[:, 0].float() * STD + MEAN).clamp(0, 1).cpu().numpy()
     for index, ax in enumerate(axes):
         ax.set_axis_off()
         if index >= len(images):
@@ -48,5 +48,11 @@ def confusion_figure(counts: torch.Tensor, title: str) -> Figure:
         text = f"{rate:.1%}" if true == pred else str(int(counts[true, pred]))
         color = "white" if rate > 0.5 else "black"
         ax.text(pred, true, text, ha="center", va="center", fontsize=7, color=color)
-    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10), title=title)
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        xticks=range(NUM_CLASSES),
+        yticks=range(NUM_CLASSES),
+        title=title,
+    )
     return figure

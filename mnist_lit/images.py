@@ -5,13 +5,17 @@ placed in a 28x28 field with their centre of mass at the centre. Photos, scans a
 brought to that layout; a 28x28 image is taken to be in MNIST's layout already.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-MNIST_SIDE, DIGIT_BOX = 28, 20
+from mnist_lit.errors import UserError
+from mnist_lit.mnist import DIGIT_BOX, IMAGE_SIDE
+
 MAX_PIXELS = 50_000_000  # refuse larger images from their header, before decoding them
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -62,7 +66,7 @@ def as_mnist_digit(gray: np.ndarray) -> np.ndarray:
     paper = np.median(border(ink))
     if ink.max() - paper <= 0.05:
         raise ImageError("no digit found: the image is blank")
-    if ink.shape == (MNIST_SIDE, MNIST_SIDE):  # already MNIST's layout: keep every pixel
+    if ink.shape == (IMAGE_SIDE, IMAGE_SIDE):  # already MNIST's layout: keep every pixel
         return np.round(ink * 255).astype(np.uint8)
     ink = np.clip(ink - paper, 0, None)  # paper that is not quite black
     digit = centre_by_mass(fit_in_box(crop_to_ink(ink / ink.max())))
@@ -85,13 +89,13 @@ def fit_in_box(ink: np.ndarray) -> np.ndarray:
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     """Paste into a 28x28 field so that the centre of mass lands on the centre."""
-    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     rows, cols = np.indices(digit.shape)
     mass = digit.sum()
     centre = np.array([(rows * digit).sum(), (cols * digit).sum()]) / mass
-    top, left = np.round(MNIST_SIDE / 2 - centre).astype(int)
-    top = int(np.clip(top, 0, MNIST_SIDE - digit.shape[0]))
-    left = int(np.clip(left, 0, MNIST_SIDE - digit.shape[1]))
+    top, left = np.round(IMAGE_SIDE / 2 - centre).astype(int)
+    top = int(np.clip(top, 0, IMAGE_SIDE - digit.shape[0]))
+    left = int(np.clip(left, 0, IMAGE_SIDE - digit.shape[1]))
     field[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return field
 
@@ -101,9 +105,25 @@ def load_digit(path: str | Path) -> np.ndarray:
     return as_mnist_digit(read_gray(path))
 
 
-def read_digits(files: list[Path]) -> tuple[np.ndarray, list[int], dict[int, str]]:
-    """Digits (N, 28, 28) of the readable files, their positions in `files`, and the reason
-    each other file could not be read, by position."""
+@dataclass
+class PredictInputs:
+    """What `predict` runs on: every input by name, in order, and the digits read from them.
+
+    Attributes:
+        names: Every input, in the order its rows are written.
+        digits: uint8 (N, 28, 28) digits of the inputs that could be read.
+        positions: For each digit, the position of its input in `names`.
+        errors: Why each other input could not be read, by position in `names`.
+    """
+
+    names: list[str]
+    digits: torch.Tensor
+    positions: torch.Tensor
+    errors: dict[int, str]
+
+
+def read_digits(files: list[Path]) -> PredictInputs:
+    """Each file as an MNIST-style digit, or the reason it cannot be one."""
     digits, positions, errors = [], [], {}
     for position, path in enumerate(tqdm(files, desc="Reading images", disable=len(files) < 200)):
         try:
@@ -111,8 +131,14 @@ def read_digits(files: list[Path]) -> tuple[np.ndarray, list[int], dict[int, str
             positions.append(position)
         except ImageError as error:
             errors[position] = str(error)
-    stacked = np.stack(digits) if digits else np.zeros((0, MNIST_SIDE, MNIST_SIDE), np.uint8)
-    return stacked, positions, errors
+    stacked = np.stack(digits) if digits else np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.uint8)
+    return PredictInputs(
+        [str(f) for f in files], torch.from_numpy(stacked), torch.tensor(positions), errors
+    )
+
+
+class PredictPathError(UserError, FileNotFoundError):
+    """--data.predict_path names nothing that exists, or no images."""
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:
@@ -124,9 +150,9 @@ def find_images(paths: list[str | Path]) -> list[Path]:
         elif path.exists():
             found.append(path)
         else:
-            raise FileNotFoundError(f"--data.predict_path '{path}' does not exist")
+            raise PredictPathError(f"--data.predict_path '{path}' does not exist")
     if not found:
-        raise FileNotFoundError(
+        raise PredictPathError(
             f"no image files under --data.predict_path {[str(p) for p in paths]}"
         )
     return list(dict.fromkeys(found))  # each input exactly once, first mention first

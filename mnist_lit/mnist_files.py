@@ -5,6 +5,8 @@ from pathlib import Path
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_md5
 
+from mnist_lit.errors import UserError
+
 # Published md5 sums of the extracted files, in torchvision's <data_dir>/MNIST/raw layout.
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -14,7 +16,7 @@ MNIST_MD5 = {
 }
 
 
-class MNISTDataError(RuntimeError):
+class MNISTDataError(UserError, RuntimeError):
     """The MNIST files are missing, corrupt or unusable; the message says how to fix it."""
 
 

@@ -3,8 +3,7 @@
 import torch
 from torch import nn
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
+from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
 
 
 def conv_block(
@@ -26,7 +25,8 @@ def conv_block(
 
 
 class CNN(nn.Module):
-    """Conv 32/64/128 -> FC 2048 -> 625 -> 10, as printed in the article.
+    """Conv 32/64/128 -> FC 2048 -> 625 -> 10 in the article, whose values are MNISTClassifier's
+    defaults (the one place they are declared).
 
     Args:
         channels: Output channels of the three convolution blocks.
@@ -34,12 +34,7 @@ class CNN(nn.Module):
         dropout: Dropout probability after every block and after fc1.
     """
 
-    def __init__(
-        self,
-        channels: tuple[int, int, int] = (32, 64, 128),
-        hidden: int = 625,
-        dropout: float = 0.3,
-    ) -> None:
+    def __init__(self, *, channels: tuple[int, int, int], hidden: int, dropout: float) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.layer1 = conv_block(1, c1, dropout)
@@ -56,7 +51,7 @@ class CNN(nn.Module):
     @torch.no_grad()
     def _flat_features(self) -> int:
         """Size of the flattened conv output (128 * 4 * 4 = 2048 with the defaults)."""
-        probe = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        probe = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
         return self.layer3(self.layer2(self.layer1(probe))).numel()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

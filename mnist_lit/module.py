@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.model import CNN, IMAGE_SIZE, NUM_CLASSES
+from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
+from mnist_lit.model import CNN
 
 
 def per_image(batch_mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
         # lets Lightning print layer shapes and TensorBoard draw the graph (logger log_graph)
-        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:

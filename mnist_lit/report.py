@@ -1,18 +1,22 @@
 """`mnist-lit report RUN [RUN ...]`: one PNG of a run's curves and pictures, read from its
 TensorBoard event files; with several runs, their validation curves on one plot."""
 
-import argparse
 import io
 import json
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+from jsonargparse import ArgumentParser, Namespace
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_lit.errors import UserError
 
-class ReportError(ValueError):
+HELP = "Draw a run's curves and pictures (or several runs' curves) as one PNG."
+
+
+class ReportError(UserError, ValueError):
     """A run folder is missing or holds no TensorBoard events."""
 
 
@@ -139,14 +143,14 @@ def report(paths: list[Path], output: Path | None = None) -> Path:
     return output
 
 
-def main(args: list[str]) -> Path:
-    parser = argparse.ArgumentParser(prog="mnist-lit report", description=__doc__)
+def parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mnist-lit report", description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, or lightning_logs/")
-    parser.add_argument("--output", type=Path, help="PNG path (default: RUN/report.png)")
-    options = parser.parse_args(args)
-    try:
-        path = report(options.runs, options.output)
-    except ReportError as error:
-        parser.exit(1, f"error: {error}\n")
+    parser.add_argument("--output", type=Path | None, help="PNG path (default: RUN/report.png)")
+    return parser
+
+
+def run(options: Namespace) -> Path:
+    path = report(options.runs, options.output)
     print(f"Wrote {path}")
     return path

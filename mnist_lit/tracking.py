@@ -1,6 +1,5 @@
 """TensorBoard extras: prediction pictures, hyperparameters with real metrics, the run's config."""
 
-import os
 from typing import Any
 
 import lightning as L
@@ -11,8 +10,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_lit.data import global_seed
 from mnist_lit.figures import confusion_figure, digit_grid
-from mnist_lit.model import NUM_CLASSES
+from mnist_lit.mnist import NUM_CLASSES
 
 # HParams-tab metrics: scalar tags the run logs anyway, so no placeholder values are written.
 HPARAM_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
@@ -107,7 +107,7 @@ def run_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
     params["trainer/precision"] = trainer.precision
     params["trainer/max_epochs"] = trainer.max_epochs
     params["trainer/devices"] = trainer.world_size
-    params["seed"] = int(os.environ.get("PL_GLOBAL_SEED", -1))
+    params["seed"] = global_seed()
     scalars = (bool, int, float, str)
     return {k: v if isinstance(v, scalars) else str(v) for k, v in params.items() if v is not None}
 

@@ -1,64 +1,34 @@
-"""Tiny MNIST-format files written by the tests themselves: learnable, offline, fast."""
+"""Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run."""
 
-import struct
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "data"
+from tests.helpers import tiny_args, write_mnist
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """MNIST's idx format: magic (0, 0, dtype 0x08 = ubyte, ndim), big-endian int32 dims, data."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+@pytest.fixture(scope="session", autouse=True)
+def plain_argv():
+    """The CLI is driven through main(args=...): pytest's own arguments must not reach it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["mnist-lit"])
+        yield
 
 
-def fake_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Digit k is a bright 6x6 square at a position of its own over faint noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, size=count)
-    images = rng.integers(0, 40, size=(count, 28, 28))
-    for image, label in zip(images, labels):
-        row, col = 3 + 9 * (label // 4), 3 + 7 * (label % 4)
-        image[row : row + 6, col : col + 6] = 255
-    return images, labels
-
-
-def write_mnist(root: Path, train_count: int = 320, test_count: int = 100) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count, seed in (("train", train_count, 0), ("t10k", test_count, 1)):
-        images, labels = fake_digits(count, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    """Run the CLI in an empty folder, as a user would."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     """A data_dir with 320 training and 100 test images in torchvision's MNIST layout."""
     return write_mnist(tmp_path / "data")
-
-
-def tiny_args(data_dir: Path) -> list[str]:
-    """CLI flags for a quick, quiet run on the fake digits."""
-    return [
-        f"--data.data_dir={data_dir}",
-        "--data.val_size=64",
-        "--data.verify_checksums=false",
-        "--data.download=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=4",
-    ]
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +38,6 @@ def tiny_run(tmp_path_factory):
     data = write_mnist(root / "data")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.setattr(sys, "argv", ["mnist-lit"])
         args = ["fit", *tiny_args(data), "--trainer.max_epochs=3", "--data.batch_size=16"]
         main(args + ["--trainer.logger.log_graph=true", "--seed_everything=3"])
     folder = root / "lightning_logs" / "version_0"

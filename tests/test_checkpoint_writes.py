@@ -11,7 +11,7 @@ import torch
 
 from mnist_lit.checkpoints import AtomicCheckpointIO, CheckpointWriteError
 from mnist_lit.cli import main, make_cli
-from tests.conftest import REPO, tiny_args
+from tests.helpers import REPO, tiny_args
 
 KILLED_MID_WRITE = textwrap.dedent(
     """
@@ -32,6 +32,7 @@ KILLED_MID_WRITE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a real subprocess
 def test_sigkill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     child = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)], cwd=REPO)
@@ -62,7 +63,6 @@ def test_full_disk_is_one_error_naming_the_path_and_keeps_the_old_one(tmp_path, 
 
 def test_fit_on_a_full_disk_stops_with_one_line(tiny_mnist, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(SystemExit) as exit_:
         main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=1"])
@@ -77,7 +77,6 @@ def test_unwritable_output_folder_stops_before_training(
     tiny_mnist, tmp_path, flag, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     blocker = tmp_path / "a_file"
     blocker.write_text("a file where a folder should go\n")  # unwritable, even for root
     with pytest.raises(SystemExit) as exit_:
@@ -90,6 +89,5 @@ def test_unwritable_output_folder_stops_before_training(
 
 
 def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     cli = make_cli(tiny_args(tiny_mnist), run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

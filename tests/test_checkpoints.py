@@ -1,7 +1,6 @@
 """Checkpoints from elsewhere: never run their code, and say clearly what is wrong with them."""
 
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from mnist_lit.checkpoints import CheckpointError, load_classifier, read_checkpoint
 from mnist_lit.cli import main
-from tests.conftest import tiny_args
+from tests.helpers import tiny_args
 
 
 class WritesMarker:
@@ -36,7 +35,6 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, checkpoint, monkeypa
     with pytest.raises(CheckpointError, match="refused"):
         read_checkpoint(evil)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     with pytest.raises(SystemExit) as exit_:
         main(["test", "--data.data_dir=x", f"--ckpt_path={evil}"])
     assert exit_.value.code == 1 and "refused" in capsys.readouterr().err
@@ -67,7 +65,6 @@ def test_damaged_missing_and_foreign_checkpoints(tmp_path, checkpoint):
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_mnist, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
     with pytest.raises(SystemExit) as exit_:
         main(["predict", *tiny_args(tiny_mnist), "--ckpt_path=junk.ckpt"])

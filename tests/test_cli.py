@@ -8,19 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mnist_lit.cli import main
-from tests.conftest import REPO, tiny_args
+from mnist_lit.cli import main, make_cli
+from tests.helpers import REPO, tiny_args
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """Run the CLI in an empty folder, as a user would, with no stray pytest arguments."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
-    return tmp_path
 
 
 def run_dir(root: Path, version: int) -> Path:
@@ -48,22 +42,35 @@ def test_help_documents_arguments_from_docstrings(workdir, capsys):
     assert "--test_after_fit" in help_text
 
 
-def test_fit_tests_best_checkpoint_and_writes_metrics(tiny_mnist, workdir):
-    args = ["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=4", "--seed_everything=1"]
-    main(args + ["--data.batch_size=16", "--model.lr=2e-3"])
-    run = run_dir(workdir, 0)
+def test_help_lists_every_subcommand_and_each_its_own_flags(workdir, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict", "report", "export"):
+        assert f"    {subcommand} " in listed, subcommand
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    predict_help = capsys.readouterr().out
+    assert "--predictions_file" in predict_help and "--test_after_fit" not in predict_help
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "--output" in capsys.readouterr().out
+
+
+def test_fit_tests_best_checkpoint_and_writes_metrics(tiny_run):
+    run, _ = tiny_run  # 3 epochs of 256 images at batch 16
     metrics = json.loads((run / "metrics.json").read_text())
-    assert Path(metrics["best_checkpoint"]) == run / "checkpoints" / "best.ckpt"
+    assert Path(metrics["best_checkpoint"]) == (run / "checkpoints" / "best.ckpt").resolve()
     assert metrics["test_checkpoint"] == metrics["best_checkpoint"]
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 4 * 256 // 16  # the end of training, even without a new best
-    assert metrics["train_images"] == 4 * 256
+    assert last["global_step"] == 3 * 256 // 16  # the end of training, even without a new best
+    assert metrics["train_images"] == 3 * 256
     assert metrics["train_seconds"] > 0 and metrics["train_images_per_second"] > 0
-    assert metrics["epochs"] == 4
-    # the fake digits are easy: well above chance (0.1) after 4 short epochs
+    assert metrics["epochs"] == 3
+    # the fake digits are easy: well above chance (0.1) after 3 short epochs
     assert metrics["best_val/acc"] > 0.5 and metrics["test/acc"] > 0.5
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["data"]["batch_size"] == 16 and config["model"]["lr"] == 2e-3
+    assert config["data"]["batch_size"] == 16 and config["trainer"]["max_epochs"] == 3
 
 
 def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir):
@@ -72,19 +79,19 @@ def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir):
     assert "best_val/acc" in metrics and "test/acc" not in metrics
 
 
-def test_validate_test_predict_from_a_checkpoint(tiny_mnist, workdir):
-    main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=2", "--test_after_fit=false"])
-    ckpt = str(run_dir(workdir, 0) / "checkpoints" / "best.ckpt")
+def test_validate_test_predict_from_a_checkpoint(tiny_run, workdir):
+    ckpt = str(tiny_run[0] / "checkpoints" / "best.ckpt")
+    tiny_mnist = tiny_run[0].parents[1] / "data"
 
     validate = main(["validate", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     assert 0 <= validate.trainer.callback_metrics["val/acc"] <= 1
 
     main(["test", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
-    test_metrics = json.loads((run_dir(workdir, 2) / "metrics.json").read_text())
+    test_metrics = json.loads((run_dir(workdir, 1) / "metrics.json").read_text())
     assert test_metrics["test_checkpoint"] == ckpt
 
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
-    with (run_dir(workdir, 3) / "predictions.csv").open() as file:
+    with (run_dir(workdir, 2) / "predictions.csv").open() as file:
         rows = list(csv.DictReader(file))
     expected = [f"t10k-images-idx3-ubyte[{i}]" for i in range(100)]
     assert [row["path"] for row in rows] == expected  # every test image, once, in order
@@ -110,6 +117,7 @@ def test_missing_data_is_one_clear_error(workdir, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # a real subprocess
 def test_python_dash_m_runs_in_a_subprocess(tiny_mnist, tmp_path):
     command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]
     command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
@@ -137,3 +145,47 @@ def test_bad_configuration_is_exit_2_naming_it(args, named, workdir, capsys):
     assert exit_.value.code == 2
     assert named in capsys.readouterr().err
     assert not (workdir / "lightning_logs").exists()
+
+
+@pytest.fixture(scope="module")
+def parser(tmp_path_factory):
+    return make_cli(["--data.data_dir", str(tmp_path_factory.mktemp("unused"))], run=False).parser
+
+
+folder_names = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\"), min_size=1
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    model=st.fixed_dictionaries(
+        {
+            "channels": st.lists(st.integers(1, 256), min_size=3, max_size=3),
+            "hidden": st.integers(1, 4096),
+            "dropout": st.floats(0.0, 0.99),
+            "lr": st.floats(1e-8, 10.0),
+            "schedule": st.sampled_from(["constant", "one_cycle"]),
+            "channels_last": st.booleans(),
+        }
+    ),
+    data=st.fixed_dictionaries(
+        {
+            "data_dir": folder_names,
+            "batch_size": st.integers(1, 65536),
+            "augment_degrees": st.floats(0.0, 180.0),
+            "predict_path": st.one_of(st.none(), folder_names, st.lists(folder_names, max_size=3)),
+        }
+    ),
+    max_epochs=st.integers(1, 10_000),
+)
+def test_configs_survive_dump_and_parse(parser, model, data, max_epochs):
+    config = parser.parse_object(
+        {"model": model, "data": data, "trainer": {"max_epochs": max_epochs}}
+    )
+    again = parser.parse_string(parser.dump(config))
+    assert again.model == config.model
+    assert again.data == config.data
+    assert again.trainer.max_epochs == max_epochs

@@ -1,13 +1,21 @@
 import hashlib
 import os
+import shutil
+import struct
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import MNIST
 
 from mnist_lit import data, mnist_files
-from mnist_lit.data import MNIST_MEAN, MNIST_STD, MNISTDataError, MNISTDataModule, normalize
+from mnist_lit.data import MNISTDataError, MNISTDataModule, keep_batch, normalize
+from mnist_lit.mnist import MEAN, STD
+from tests.helpers import write_mnist
 
 
 def tiny_module(data_dir: Path, **kwargs) -> MNISTDataModule:
@@ -64,7 +72,7 @@ def test_batches_are_normalised_after_transfer(tiny_mnist):
     images = torch.tensor([[[0, 255]]], dtype=torch.uint8).expand(1, 28, 2)
     scaled, labels = dm.on_after_batch_transfer((images, torch.tensor([3])), 0)
     assert scaled.shape == (1, 1, 28, 2) and scaled.dtype == torch.float32
-    expected = torch.tensor([-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD])
+    expected = torch.tensor([-MEAN / STD, (1 - MEAN) / STD])
     torch.testing.assert_close(scaled[0, 0, 0], expected)
     assert labels.tolist() == [3]
     assert torch.equal(normalize(images), scaled)
@@ -161,3 +169,76 @@ def test_damaged_idx_files_are_one_clear_error(tiny_mnist, damage):
         (raw / "train-labels-idx1-ubyte").write_bytes((raw / "t10k-labels-idx1-ubyte").read_bytes())
     with pytest.raises(MNISTDataError, match="train-\\*-ubyte"):
         tiny_module(tiny_mnist).setup("fit")
+
+
+def test_training_batches_shard_the_split_across_processes(tiny_mnist):
+    dm = MNISTDataModule(str(tiny_mnist), val_size=64, verify_checksums=False, download=False)
+    dm.setup("fit")
+    dataset = dm.train_set
+    dataset.images = torch.arange(len(dataset)).view(-1, 1, 1)  # tag each image with its index
+    seen = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        loader = DataLoader(dataset, batch_size=32, sampler=sampler, collate_fn=keep_batch)
+        seen.append(torch.cat([images.flatten() for images, _ in loader]))
+    assert len(seen[0]) == len(seen[1]) == 128
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+    assert sorted(torch.cat(seen).tolist()) == list(range(256))
+
+
+# Whatever bytes the idx files hold, reading them succeeds or raises the documented error.
+FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+@st.composite
+def idx_like(draw, count: int, ndim: int) -> bytes:
+    """Bytes shaped like an idx file (magic, dims, payload). Half are consistent enough to parse
+    (ubyte, `count` items of the right rank, exactly the payload the dims say) with free sizes
+    and values; the rest have every part free to be wrong."""
+    if draw(st.booleans()):
+        dtype, dims = (
+            0x08,
+            [count] + draw(st.lists(st.integers(0, 40), min_size=ndim - 1, max_size=ndim - 1)),
+        )
+    else:
+        dtype = draw(st.sampled_from([0x08, 0x09, 0x0B, 0x0D, 0x00, 0xFF]))
+        dims = draw(st.lists(st.integers(0, 40), min_size=0, max_size=4))
+    header = bytes([0, 0, dtype, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    size = 1
+    for dim in dims:
+        size *= dim
+    exact = st.binary(min_size=size, max_size=size) if size <= 40_000 else st.binary(max_size=9)
+    return header + draw(st.one_of(exact, st.binary(max_size=2000)))
+
+
+@pytest.fixture(scope="module")
+def clean_data(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("clean") / "data", train_count=40, test_count=20)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(file=st.sampled_from(FILES), data=st.data())
+def test_any_idx_bytes_read_or_raise_the_documented_error(clean_data, file, data):
+    count = 40 if file.startswith("train") else 20
+    ndim = 1 if "labels" in file else 3
+    content = data.draw(st.one_of(st.binary(max_size=300), idx_like(count, ndim)))
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = Path(folder) / "data"
+        shutil.copytree(clean_data, data_dir)
+        (data_dir / "MNIST" / "raw" / file).write_bytes(content)
+        mnist = MNISTDataModule(str(data_dir), val_size=5, verify_checksums=False, download=False)
+        try:
+            mnist.setup("fit" if file.startswith("train") else "test")
+        except MNISTDataError as error:
+            assert "ubyte" in str(error)  # it names the files
+            return
+    dataset = mnist.train_set if file.startswith("train") else mnist.test_set
+    assert dataset.images.dtype == torch.uint8 and dataset.images.shape[1:] == (28, 28)
+    assert dataset.labels.min() >= 0 and dataset.labels.max() <= 9

@@ -7,15 +7,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import MNIST
 
 from mnist_lit.cli import main
-from mnist_lit.data import MNISTDataModule, keep_batch
-from tests.conftest import REPO, tiny_args, write_mnist
+from tests.helpers import REPO, tiny_args, write_mnist
+
+pytestmark = pytest.mark.slow  # real two-process runs
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
 
@@ -52,7 +51,6 @@ def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
     assert metrics["train_images"] == 2 * 256  # 2 epochs, both processes together
 
     monkeypatch.chdir(root)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     single = main(["test", *tiny_args(data), f"--ckpt_path={metrics['best_checkpoint']}"])
     figures = single.trainer.callback_metrics
     assert figures["test/images"].item() == 101
@@ -66,7 +64,6 @@ def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
     run_cli(["validate", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
     ddp_run_dir = max((root / "lightning_logs").glob("version_*"), key=lambda p: p.stat().st_mtime)
     monkeypatch.chdir(root)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     single = main(["validate", *tiny_args(data), f"--ckpt_path={checkpoint}"])
     figures = single.trainer.callback_metrics
     assert last_scalar(ddp_run_dir, "val/images") == figures["val/images"].item() == 64
@@ -88,18 +85,3 @@ def test_ddp_predict_writes_each_input_once(ddp_run):
     expected = [str(inputs / f"{i}.png") for i in range(7)] + [str(inputs / "8_broken.png")]
     assert [row["path"] for row in rows] == expected  # 7 images over 2 processes, each once
     assert [bool(row["error"]) for row in rows] == [False] * 7 + [True]
-
-
-def test_training_batches_shard_the_split_across_processes(tiny_mnist):
-    dm = MNISTDataModule(str(tiny_mnist), val_size=64, verify_checksums=False, download=False)
-    dm.setup("fit")
-    dataset = dm.train_set
-    dataset.images = torch.arange(len(dataset)).view(-1, 1, 1)  # tag each image with its index
-    seen = []
-    for rank in (0, 1):
-        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        loader = DataLoader(dataset, batch_size=32, sampler=sampler, collate_fn=keep_batch)
-        seen.append(torch.cat([images.flatten() for images, _ in loader]))
-    assert len(seen[0]) == len(seen[1]) == 128
-    assert not set(seen[0].tolist()) & set(seen[1].tolist())
-    assert sorted(torch.cat(seen).tolist()) == list(range(256))

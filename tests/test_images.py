@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mnist_lit.images import MAX_PIXELS, ImageError, find_images, load_digit
-from tests.conftest import fake_digits
+from tests.helpers import fake_digits
 
 
 def mnist_like_digit() -> np.ndarray:

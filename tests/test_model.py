@@ -2,21 +2,30 @@ import pytest
 import torch
 
 from mnist_lit.model import CNN, conv_block
+from mnist_lit.module import MNISTClassifier
+
+ARTICLE = {"channels": (32, 64, 128), "hidden": 625, "dropout": 0.3}
 
 
 def test_logits_shape_and_finite():
-    logits = CNN()(torch.randn(5, 1, 28, 28))
+    logits = CNN(**ARTICLE)(torch.randn(5, 1, 28, 28))
     assert logits.shape == (5, 10)
     assert torch.isfinite(logits).all()
 
 
 def test_parameter_count_matches_the_article():
+    assert MNISTClassifier().hparams == {
+        **ARTICLE,
+        "lr": 1e-3,
+        "schedule": "constant",
+        "channels_last": True,
+    }
     # fc1 is shared by `fc1` and `layer4`, so it is counted once
-    assert sum(p.numel() for p in CNN().parameters()) == 1_379_557
+    assert sum(p.numel() for p in CNN(**ARTICLE).parameters()) == 1_379_557
 
 
 def test_printout_shows_the_articles_layers():
-    printed = str(CNN())
+    printed = str(CNN(**ARTICLE))
     for name in ("(layer1)", "(layer2)", "(layer3)", "(fc1)", "(layer4)", "(fc2)"):
         assert name in printed
     assert "in_features=2048, out_features=625" in printed
@@ -24,7 +33,7 @@ def test_printout_shows_the_articles_layers():
 
 
 def test_every_parameter_gets_a_gradient():
-    model = CNN()
+    model = CNN(**ARTICLE)
     model(torch.randn(4, 1, 28, 28)).logsumexp(dim=1).sum().backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -32,7 +41,7 @@ def test_every_parameter_gets_a_gradient():
 
 
 def test_layer4_relu_and_dropout_are_applied():
-    model = CNN(dropout=0.3).eval()
+    model = CNN(**ARTICLE).eval()
     images = torch.randn(8, 1, 28, 28)
     hidden = model.layer4(model.layer3(model.layer2(model.layer1(images))).flatten(1))
     assert (hidden >= 0).all()  # ReLU after fc1
@@ -51,7 +60,7 @@ def test_widths_are_arguments(channels, hidden):
 
 
 def test_fc_weights_are_xavier_uniform():
-    model = CNN()
+    model = CNN(**ARTICLE)
     bound = (6 / (2048 + 625)) ** 0.5
     assert model.fc1.weight.abs().max() <= bound
     assert model.fc1.weight.abs().max() > 0.9 * bound  # default init would be far narrower

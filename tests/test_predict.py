@@ -1,21 +1,24 @@
 """`predict` on a user's image files, through the CLI, with good and bad files mixed."""
 
 import csv
-import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from torchvision.datasets import MNIST
 
 from mnist_lit.cli import main
-from tests.conftest import tiny_args
+from mnist_lit.predictions import csv_rows, write_atomically
+from tests.helpers import tiny_args
 
 
 @pytest.fixture
 def checkpoint_and_data(tiny_run, monkeypatch, tmp_path):
     folder, _ = tiny_run
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
     return folder / "checkpoints" / "best.ckpt", folder.parents[1] / "data"
 
 
@@ -104,3 +107,32 @@ def test_no_readable_image_still_reports_every_input(checkpoint_and_data, tmp_pa
     rows = read_rows(tmp_path / "o.csv")
     assert [row["path"] for row in rows] == [str(tmp_path / "in" / "a.png")]
     assert "not a readable image" in rows[0]["error"] and rows[0]["label"] == ""
+
+
+file_names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    names=st.lists(file_names, min_size=1, max_size=8),
+    unreadable=st.sets(st.integers(0, 7)),
+    folders=st.lists(file_names.filter(lambda n: n not in (".", "..")), max_size=3),
+)
+def test_prediction_rows_round_trip_for_any_file_names(names, unreadable, folders):
+    errors = {i: f"could not read: {names[i]}" for i in unreadable if i < len(names)}
+    probs = {i: [0.05] * 9 + [0.55] for i in range(len(names)) if i not in errors}
+    with tempfile.TemporaryDirectory() as root:
+        output = Path(root).joinpath(*folders, "predictions.csv")
+        write_atomically(output, csv_rows(names, probs, errors))
+        assert [p.name for p in output.parent.iterdir()] == ["predictions.csv"]  # nothing partial
+        with output.open(newline="") as file:  # no newline translation: names may hold \r
+            rows = list(csv.reader(file))
+    assert rows[0][:3] == ["path", "label", "confidence"]
+    assert [row[0] for row in rows[1:]] == names  # every input, in order, whatever its name
+    for position, row in enumerate(rows[1:]):
+        assert (row[-1] != "") == (position in errors)
+        assert row[1] == ("" if position in errors else "9")

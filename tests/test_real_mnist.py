@@ -2,14 +2,13 @@
 
 import csv
 import json
-import sys
 
 import pytest
 from PIL import Image
 from torchvision.datasets import MNIST
 
 from mnist_lit.cli import main
-from tests.conftest import REAL_DATA, REPO
+from tests.helpers import REAL_DATA, REPO
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,18 +21,12 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 SAVED_DIGITS = 500
 
 
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])  # the CLI reads args=..., not pytest's
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """One epoch of the base recipe, without the test after fit."""
     root = tmp_path_factory.mktemp("real")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.setattr(sys, "argv", ["mnist-lit"])
         base = str(REPO / "configs" / "base.yaml")
         main(
             [

@@ -13,19 +13,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.callbacks import FiniteLossGuard, NonFiniteLossError
+from mnist_lit.checkpointing import FiniteLossGuard, NonFiniteLossError
 from mnist_lit.cli import main
 from mnist_lit.module import MNISTClassifier
-from tests.conftest import REPO, tiny_args
+from tests.helpers import REPO, tiny_args
 
 EXACT = ["--trainer.deterministic=true", "--seed_everything=11", "--trainer.log_every_n_steps=1"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["mnist-lit"])
-    return tmp_path
 
 
 def fit(data, *extra: str) -> None:
@@ -49,6 +42,7 @@ def assert_same_training_state(a, b) -> None:
             assert torch.equal(value, moments[1][index][key]), (index, key)
 
 
+@pytest.mark.slow  # a real subprocess
 def test_resume_in_a_new_process_continues_exactly(tiny_mnist, workdir):
     fit(tiny_mnist, "--trainer.max_epochs=2")  # version_0: straight through
     fit(tiny_mnist, "--trainer.max_epochs=1")  # version_1: stopped after one epoch
@@ -68,13 +62,14 @@ def test_resume_in_a_new_process_continues_exactly(tiny_mnist, workdir):
 
 
 def test_same_seed_same_run(tiny_mnist, workdir):
-    fit(tiny_mnist, "--trainer.max_epochs=2")
-    fit(tiny_mnist, "--trainer.max_epochs=2")
+    fit(tiny_mnist, "--trainer.max_epochs=1")
+    fit(tiny_mnist, "--trainer.max_epochs=1")
     logs = workdir / "lightning_logs"
     assert_same_training_state(
         logs / "version_0/checkpoints/last.ckpt", logs / "version_1/checkpoints/last.ckpt"
     )
-    assert step_losses(logs / "version_0") == step_losses(logs / "version_1")
+    losses = step_losses(logs / "version_0")
+    assert len(losses) == 8 and losses == step_losses(logs / "version_1")  # every step logged
 
 
 def test_diverging_run_stops_naming_the_step(tiny_mnist, workdir, capsys):
@@ -118,6 +113,7 @@ def test_ckpt_path_last_without_a_run_says_so(tiny_mnist, workdir, capsys):
     assert not (workdir / "lightning_logs").exists()  # nothing started
 
 
+@pytest.mark.slow  # a real subprocess
 @pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
 def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path, sent, status):
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -111,6 +111,7 @@ def get_json(url: str, timeout: float = 60.0):
             time.sleep(0.5)
 
 
+@pytest.mark.slow  # a real subprocess
 def test_tensorboard_server_serves_the_scalars(tiny_run):
     folder, events = tiny_run
     port = free_port()

@@ -1,0 +1,191 @@
+"""What a run's checkpoints hold and when they are written: best.ckpt by validation accuracy,
+last.ckpt after every epoch and when SIGTERM or Ctrl-C stops training, the random states inside
+for an exact resume, and never non-finite weights; and which file `--ckpt_path last` means.
+(Reading and writing the files themselves: checkpoints.py.)"""
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lit.checkpoints import CheckpointError
+from mnist_lit.errors import UserError
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (configured by `--checkpoint.*`) whose last.ckpt follows every
+    epoch. Lightning 2.6 rewrites last.ckpt only when it saves a top-k checkpoint, so after an
+    epoch without a new best a resume would go back to an older epoch and lose the work since.
+
+    last.ckpt is written after the epoch's best.ckpt, so it records the best so far; also every
+    `every_n_train_steps` steps when that is set, and at the current step when SIGTERM
+    (preemption) or Ctrl-C stops training.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Written here, at every epoch's end; Lightning's own writes would only repeat some.
+        self.save_last_every_epoch, self.save_last = bool(self.save_last), None
+        self.save_last_every_n_steps = kwargs.get("every_n_train_steps") or 0
+        self.fitting = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.fitting = stage == "fit"
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A checkpoint's record of its run's best counts only when that run continues: testing
+        # or predicting from it leaves this callback as it was.
+        if self.fitting:
+            super().load_state_dict(state_dict)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.save_last_every_n_steps
+        if every and trainer.global_step % every == 0:
+            self.write_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # best.ckpt, when this epoch is the best
+        self.write_last(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException):
+        super().on_exception(trainer, pl_module, error)
+        # SIGTERM or Ctrl-C: keep the work so far. Other errors may have left the state broken,
+        # so they keep the previous checkpoints instead.
+        interrupted = isinstance(error, (SIGTERMException, KeyboardInterrupt))
+        training = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if interrupted and training and self.write_last(trainer) and trainer.is_global_zero:
+            print(f"Interrupted at step {trainer.global_step}: {self.last_model_path} holds it")
+
+    def write_last(self, trainer: L.Trainer) -> bool:
+        """Write last.ckpt now (every process takes part); False where it is switched off."""
+        if not self.save_last_every_epoch or trainer.fast_dev_run:
+            return False
+        # set before saving: the path is part of this callback's state in the checkpoint
+        self.last_model_path = os.path.join(
+            self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION
+        )
+        trainer.save_checkpoint(self.last_model_path)
+        return True
+
+
+def collect_random_states() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RandomStatesInCheckpoint(L.Callback):
+    """Saves this process's random states with each checkpoint and restores them on resume, so an
+    epoch-end checkpoint continues with the same shuffling and dropout as an unbroken run.
+    Under DDP the checkpoint holds rank 0's states; the other ranks resume from their seeds."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["random_states"] = collect_random_states()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if trainer.world_size == 1:
+            self.pending = checkpoint.get("random_states")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        # Restored here, not on loading: the sanity check in between draws from the global
+        # generator (every DataLoader iterator takes a seed from it), an unbroken run does not.
+        if self.pending is not None:
+            restore_random_states(self.pending)
+            self.pending = None
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training diverged; raised before any checkpoint holds the broken weights."""
+
+
+class FiniteLossGuard(L.Callback):
+    """Stops training at the first NaN or infinite loss, naming the step, and never lets a
+    checkpoint hold broken weights.
+
+    Each step's finiteness is recorded on the device and read back every `check_every` steps and
+    before every checkpoint: reading it every step would make a GPU wait for each step to finish.
+
+    Args:
+        check_every: Steps between reads of the recorded flags.
+    """
+
+    def __init__(self, check_every: int = 50) -> None:
+        self.check_every = check_every
+        self._flags: torch.Tensor | None = None  # True where the loss was not finite
+        self._first_step = 0  # global step of flag 0
+        self._recorded = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if self._flags is None or self._flags.device != loss.device:
+            self._flags = torch.zeros(self.check_every, dtype=torch.bool, device=loss.device)
+        if self._recorded == 0:
+            self._first_step = trainer.global_step  # steps taken, counting the one of this loss
+        self._flags[self._recorded] = ~torch.isfinite(loss.detach())
+        self._recorded += 1
+        if self._recorded == self.check_every:
+            self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        recorded, self._recorded = self._recorded, 0
+        if self._flags is None or recorded == 0:
+            return
+        bad = self._flags[:recorded].nonzero()
+        if len(bad):
+            raise NonFiniteLossError(
+                f"training loss became NaN or infinite at step {self._first_step + int(bad[0])} "
+                f"(epoch {trainer.current_epoch}); checkpoints written before it are kept. "
+                "Lower --model.lr or check the data."
+            )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._check(trainer)
+        # the last step can break the weights after a finite loss: never save them
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            raise NonFiniteLossError(
+                f"weights are not finite at step {trainer.global_step}; checkpoint not written, "
+                "earlier ones are kept. Lower --model.lr or check the data."
+            )
+
+
+def newest_last_checkpoint(logs: Path) -> Path:
+    """`--ckpt_path last`: the newest run's last.ckpt. Lightning itself would look only in the
+    new run's own, empty, checkpoint folder and quietly start over."""
+    found = sorted(logs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(
+            f"--ckpt_path last: no {logs}/version_*/checkpoints/last.ckpt to resume from; pass a "
+            "checkpoint path, or leave --ckpt_path out to start a new run"
+        )
+    return found[-1]

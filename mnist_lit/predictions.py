@@ -1,0 +1,92 @@
+"""`predictions.csv`: one row per predict input, in input order, written whole or not at all."""
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from mnist_lit.errors import UserError
+from mnist_lit.images import PredictInputs
+from mnist_lit.mnist import NUM_CLASSES
+from mnist_lit.runs import run_folder
+
+
+class PredictionOutputError(UserError, FileExistsError):
+    """The predictions file exists and --overwrite was not given."""
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes one CSV row per predict input, in input order: `path,label,confidence,p0..p9,error`.
+    Inputs that could not be read keep their row, with the reason under `error`. The inputs are
+    the data module's `predict_inputs` (images.PredictInputs).
+
+    Args:
+        output: The CSV to write; by default predictions.csv in the run's log folder.
+        overwrite: Replace an existing `output`; otherwise it is refused before any work.
+    """
+
+    def __init__(self, output: Path | None = None, overwrite: bool = False) -> None:
+        super().__init__(write_interval="epoch")
+        self.output, self.overwrite = output, overwrite
+        self.written = False
+
+    def check_output(self) -> None:
+        if self.output is not None and self.output.exists() and not self.overwrite:
+            raise PredictionOutputError(
+                f"{self.output} exists; pass --overwrite true or another --predictions_file"
+            )
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.written = False
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        inputs: PredictInputs = trainer.datamodule.predict_inputs
+        probs = torch.cat([batch["probs"] for batch in predictions]).float().cpu()
+        indices = torch.tensor([i for batch in batch_indices[0] for i in batch], dtype=torch.long)
+        positions = inputs.positions[indices]
+        if trainer.world_size > 1:  # each process predicted its own share: rank 0 writes them all
+            shares = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, (positions, probs))
+            positions = torch.cat([share[0] for share in shares])
+            probs = torch.cat([share[1] for share in shares])
+        self.write(trainer, positions, probs)
+
+    def write(
+        self,
+        trainer: L.Trainer,
+        positions: torch.Tensor | None = None,
+        probs: torch.Tensor | None = None,
+    ) -> None:
+        """Rows for every input: predicted ones from `probs`, unreadable ones with their error
+        (all of them when nothing was predicted)."""
+        inputs: PredictInputs = trainer.datamodule.predict_inputs
+        path = self.output or run_folder(trainer) / "predictions.csv"  # collective: every rank
+        self.written = True
+        if trainer.is_global_zero:
+            self.check_output()
+            rows = {} if probs is None else dict(zip(positions.tolist(), probs.tolist()))
+            write_atomically(path, csv_rows(inputs.names, rows, inputs.errors))
+            failed = len(inputs.errors)
+            print(f"Predicted {len(rows)} images ({failed} could not be read); wrote {path}")
+
+
+def csv_rows(inputs: list[str], probs: dict[int, list[float]], errors: dict[int, str]):
+    yield ["path", "label", "confidence", *(f"p{k}" for k in range(NUM_CLASSES)), "error"]
+    for position, name in enumerate(inputs):
+        if position in errors:
+            yield [name, "", "", *[""] * NUM_CLASSES, errors[position]]
+            continue
+        p = probs[position]
+        label = max(range(len(p)), key=p.__getitem__)
+        yield [name, label, f"{p[label]:.6f}", *(f"{x:.6f}" for x in p), ""]
+
+
+def write_atomically(path: Path, rows) -> None:
+    """Write a CSV beside its final name, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    partial.replace(path)

@@ -1,0 +1,89 @@
+"""`metrics.json` in the run's folder: final and best figures, the checkpoints, throughput."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from mnist_lit.runs import run_folder
+
+
+def _as_number(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+class RunSummary(L.Callback):
+    """Writes `metrics.json` in the run's log folder: final figures, best checkpoint, throughput.
+
+    Training time counts the training batches only: validation inside an epoch is left out.
+    """
+
+    def __init__(self, filename: str = "metrics.json") -> None:
+        self.filename = filename
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds, self.train_images = 0.0, 0
+        self._started = time.perf_counter()  # a resumed run may start inside an epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_images += len(batch[0]) * trainer.world_size
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training:  # pause the training clock while validating mid-fit
+            self.train_seconds += time.perf_counter() - self._started
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training:
+            self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._started
+        self._started = time.perf_counter()  # validation may still follow this hook
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        seconds = self.train_seconds
+        self._write(
+            trainer,
+            {
+                "val/acc": _as_number(trainer.callback_metrics.get("val/acc")),
+                "best_val/acc": _as_number(getattr(checkpoint, "best_model_score", None)),
+                "best_checkpoint": _absolute(getattr(checkpoint, "best_model_path", None)),
+                "epochs": trainer.current_epoch,
+                "train_images": self.train_images,
+                "train_seconds": round(seconds, 2),
+                "train_images_per_second": round(self.train_images / seconds, 1)
+                if seconds
+                else None,
+            },
+        )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        self._write(
+            trainer,
+            {
+                "test/acc": _as_number(metrics.get("test/acc")),
+                "test/loss": _as_number(metrics.get("test/loss")),
+                "test_checkpoint": _absolute(trainer.ckpt_path),
+            },
+        )
+
+    def _write(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
+        path = run_folder(trainer) / self.filename  # every process: this is a collective call
+        if not trainer.is_global_zero:
+            return
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        summary.update(figures)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")

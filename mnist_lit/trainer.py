@@ -1,0 +1,80 @@
+"""Lightning's Trainer with what every `mnist-lit` run does around `fit` and `predict`, and the
+logger and callbacks every run gets.
+
+LightningCLI turns each Trainer method's arguments into its subcommand's flags, so
+`--test_after_fit` belongs to `fit` alone and `--predictions_file`/`--overwrite` to `predict`.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
+
+from mnist_lit.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
+from mnist_lit.predictions import PredictionWriter
+from mnist_lit.summary import RunSummary
+from mnist_lit.tracking import HyperparametersWithMetrics, PredictionPictures
+
+
+def trainer_defaults() -> dict:
+    """The logger and the callbacks every run gets, on top of any given in configs or flags."""
+    return {
+        "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            # the HParams tab gets real metrics (see tracking.py), not an hp_metric of -1
+            "init_args": {"save_dir": ".", "default_hp_metric": False},
+        },
+        "callbacks": [
+            RunSummary(),
+            PredictionWriter(),
+            PredictionPictures(),
+            HyperparametersWithMetrics(),
+            RandomStatesInCheckpoint(),
+            FiniteLossGuard(),
+        ],
+    }
+
+
+class MNISTTrainer(L.Trainer):
+    def fit(self, *args: Any, test_after_fit: bool = True, **kwargs: Any) -> None:
+        """Fit the model, then test its best checkpoint.
+
+        Args:
+            test_after_fit: After fitting, test the best checkpoint on the official test set.
+        """
+        super().fit(*args, **kwargs)
+        if not test_after_fit or self.fast_dev_run:
+            return
+        if self.checkpoint_callback and self.checkpoint_callback.best_model_path:
+            self.test(self.lightning_module, datamodule=self.datamodule, ckpt_path="best")
+        else:
+            rank_zero_warn(
+                "No best checkpoint was saved (validation off?); testing the final weights."
+            )
+            self.test(self.lightning_module, datamodule=self.datamodule)
+
+    def predict(
+        self,
+        *args: Any,
+        predictions_file: str | None = None,
+        overwrite: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Predict every input and write a CSV row for each, unreadable ones included.
+
+        Args:
+            predictions_file: CSV to write (default: predictions.csv in the run's log folder).
+            overwrite: Replace an existing predictions_file.
+        """
+        writer = next((c for c in self.callbacks if isinstance(c, PredictionWriter)), None)
+        if writer is None:
+            return super().predict(*args, **kwargs)
+        writer.output = Path(predictions_file).resolve() if predictions_file else None
+        writer.overwrite = overwrite
+        writer.check_output()  # before any work, not after it
+        predictions = super().predict(*args, **kwargs)
+        if not writer.written:  # no input could be read, so Lightning predicted nothing
+            writer.write(self)
+        return predictions
