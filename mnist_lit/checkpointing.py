@@ -3,6 +3,8 @@ last.ckpt after every epoch and when SIGTERM or Ctrl-C stops training, the rando
 for an exact resume, and never non-finite weights; and which file `--ckpt_path last` means.
 (Reading and writing the files themselves: checkpoints.py.)"""
 
+import glob
+import inspect
 import os
 import random
 from pathlib import Path
@@ -11,12 +13,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.checkpoints import CheckpointError
 from mnist_lit.errors import UserError
+from mnist_lit.module import MNISTClassifier
+from mnist_lit.runs import log_root
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -34,36 +39,54 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # Written here, at every epoch's end; Lightning's own writes would only repeat some.
         self.save_last_every_epoch, self.save_last = bool(self.save_last), None
         self.save_last_every_n_steps = kwargs.get("every_n_train_steps") or 0
-        self.fitting = False
+        self.fitting, self.batch_idx = False, -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self.fitting = stage == "fit"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A checkpoint's record of its run's best counts only when that run continues: testing
-        # or predicting from it leaves this callback as it was.
+        # A resumed run continues the run's record of its best, wherever its checkpoints now go
+        # (Lightning forgets the best when the folder differs). Testing or predicting from a
+        # checkpoint leaves this callback as it was.
         if self.fitting:
-            super().load_state_dict(state_dict)
+            super().load_state_dict({**state_dict, "dirpath": self.dirpath})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.batch_idx = batch_idx
         every = self.save_last_every_n_steps
-        if every and trainer.global_step % every == 0:
+        # A stop inside the epoch (--trainer.max_time) is saved where it happened, so that the
+        # resumed run trains the epoch's remaining batches instead of skipping them.
+        stopping_early = trainer.should_stop and cut_short(trainer, batch_idx)
+        if stopping_early or (every and trainer.global_step % every == 0):
             self.write_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # best.ckpt, when this epoch is the best
-        self.write_last(trainer)
+        if not cut_short(trainer, self.batch_idx):
+            self.write_last(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException):
         super().on_exception(trainer, pl_module, error)
         # SIGTERM or Ctrl-C: keep the work so far. Other errors may have left the state broken,
         # so they keep the previous checkpoints instead.
         interrupted = isinstance(error, (SIGTERMException, KeyboardInterrupt))
-        training = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
-        if interrupted and training and self.write_last(trainer) and trainer.is_global_zero:
+        if not interrupted or trainer.state.fn != TrainerFn.FITTING:
+            return
+        # Stopped in validation, the epoch's training is done but its validation is not, and a
+        # checkpoint written now would resume after it: that epoch could never be the best.
+        # The last epoch-end checkpoint is kept, and the resumed run repeats that epoch exactly.
+        in_validation = trainer.sanity_checking or trainer.validating
+        written = not in_validation and self.write_last(trainer)
+        if not trainer.is_global_zero:
+            return
+        if written:
             print(f"Interrupted at step {trainer.global_step}: {self.last_model_path} holds it")
+        elif self.last_model_path and os.path.isfile(self.last_model_path):
+            print(f"Interrupted during validation: {self.last_model_path} holds the last epoch")
+        else:
+            print("Interrupted before the first checkpoint: there is nothing to resume")
 
     def write_last(self, trainer: L.Trainer) -> bool:
         """Write last.ckpt now (every process takes part); False where it is switched off."""
@@ -179,13 +202,57 @@ class FiniteLossGuard(L.Callback):
             )
 
 
-def newest_last_checkpoint(logs: Path) -> Path:
-    """`--ckpt_path last`: the newest run's last.ckpt. Lightning itself would look only in the
-    new run's own, empty, checkpoint folder and quietly start over."""
-    found = sorted(logs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+def cut_short(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether the epoch ended (or will end) before its last batch: a stop by max_time, say."""
+    return batch_idx + 1 < trainer.num_training_batches
+
+
+def find_checkpoint(name: str, config: Namespace) -> Path:
+    """`--ckpt_path last` or `best`: that checkpoint of the newest run where this command's
+    checkpoints go (the checkpoint folder, the logger's runs, or default_root_dir/checkpoints).
+    Lightning itself would look only in the new run's own, empty, folder and quietly start
+    over, or evaluate untrained weights."""
+    file = f"{name}.ckpt"
+    if config.checkpoint.get("dirpath"):
+        pattern = Path(config.checkpoint.dirpath) / file
+    elif config.trainer.get("logger"):
+        pattern = log_root(config) / "version_*" / "checkpoints" / file
+    else:
+        pattern = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / file
+    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
     if not found:
         raise CheckpointError(
-            f"--ckpt_path last: no {logs}/version_*/checkpoints/last.ckpt to resume from; pass a "
-            "checkpoint path, or leave --ckpt_path out to start a new run"
+            f"--ckpt_path {name}: no {pattern} was found; pass a checkpoint path, or leave "
+            "--ckpt_path out to start a new run"
         )
     return found[-1]
+
+
+def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
+    """A resumed run keeps its model: settings given now (those not at their defaults) that
+    differ from the checkpoint's are refused, naming them, rather than silently replaced."""
+    saved = checkpoint.get("hyper_parameters", {})
+    signature = inspect.signature(MNISTClassifier.__init__).parameters
+    differences = []
+    for key, parameter in signature.items():
+        if key not in saved or key not in model:
+            continue
+        given, default, trained = (plain(v) for v in (model[key], parameter.default, saved[key]))
+        if given != default and given != trained:
+            differences.append(f"--model.{key} {given} (the checkpoint's is {trained})")
+    if differences:
+        raise CheckpointError(
+            f"{path} was trained with other model settings: {', '.join(differences)}. Resume "
+            "with the run's own config.yaml, or leave --ckpt_path out to start a new run"
+        )
+
+
+def plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def run_of(ckpt_path: str) -> Path | None:
+    """The run folder a checkpoint was written in, when it lies in that run's checkpoints/."""
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    return run if folder.name == "checkpoints" and (run / "config.yaml").is_file() else None

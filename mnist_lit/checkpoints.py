@@ -89,6 +89,12 @@ def check_is_ours(path: Path, checkpoint: Any) -> None:
     if unknown or weights != expected_weights:
         detail = f"unknown settings {sorted(unknown)}" if unknown else "other layers"
         raise CheckpointError(f"{path} is a checkpoint of a different model ({detail})")
+    for name, tensor in checkpoint["state_dict"].items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
+            raise CheckpointError(
+                f"{path} holds non-finite weights ({name} has NaN or infinite values): a diverged "
+                "run's; use an earlier checkpoint"
+            )
 
 
 def load_classifier(path: str | Path) -> MNISTClassifier:

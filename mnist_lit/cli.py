@@ -5,27 +5,49 @@ key and a flag. `report` (report.py) and `export` (export.py) need no model, dat
 parse their own few arguments; `mnist-lit --help` lists them with the others.
 """
 
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit import export, report
-from mnist_lit.checkpointing import BestAndLastCheckpoint, newest_last_checkpoint
+from mnist_lit.checkpointing import (
+    BestAndLastCheckpoint,
+    check_same_model,
+    find_checkpoint,
+    run_of,
+)
 from mnist_lit.checkpoints import AtomicCheckpointIO, read_checkpoint
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.errors import UserError
+from mnist_lit.errors import ConfigError, UserError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.runs import check_run_folders, log_root
+from mnist_lit.runs import check_run_folders
 from mnist_lit.tracking import SaveConfigToTensorBoard
 from mnist_lit.trainer import MNISTTrainer, trainer_defaults
 
 TOOLS = {"report": report, "export": export}  # each has HELP, parser() and run(options)
+
+# Configs, flags and environment variables may name classes in these packages only: jsonargparse
+# imports whatever a class_path names while parsing, so a shared config could otherwise run code.
+ALLOWED_IMPORTS = ["torch", "lightning", "torchmetrics", "mnist_lit"]
+ALLOW_MORE = "MNIST_LIT_ALLOW_IMPORTS"  # comma-separated: users' own callbacks, loggers, ...
+
+
+def allow_imports() -> None:
+    more = [name.strip() for name in os.environ.get(ALLOW_MORE, "").split(",") if name.strip()]
+    try:
+        set_parsing_settings(
+            import_path_denylist=["*"], import_path_allowlist=ALLOWED_IMPORTS + more
+        )
+    except ValueError as error:
+        raise ConfigError(f"{ALLOW_MORE}={os.environ[ALLOW_MORE]!r}: {error}") from None
 
 
 class MNISTArgumentParser(LightningArgumentParser):
@@ -58,16 +80,29 @@ class MNISTCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
-        # Lightning reads the checkpoint's hyperparameters next, first of all: check the file
-        # before that, so a wrong one is one clear error and never runs code.
         subcommand = self.config.get("subcommand")
         if not subcommand:  # built with run=False: nothing to load
             return
         config = self.config[subcommand]
-        if config.get("ckpt_path") == "last" and subcommand == "fit":
-            config.ckpt_path = str(newest_last_checkpoint(log_root(config)))
-        if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
-            read_checkpoint(config.ckpt_path)
+        logger = config.trainer.get("logger")
+        if isinstance(logger, Namespace) and logger.init_args.get("save_dir", ".") is None:
+            logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
+        named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
+        if named or config.get("ckpt_path") == "last":
+            config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
+        if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
+            return
+        # Lightning reads the checkpoint's hyperparameters next, first of all: check the file
+        # before that, so a wrong one is one clear error and never runs code.
+        checkpoint = read_checkpoint(config.ckpt_path)
+        if subcommand == "fit":
+            check_same_model(config.ckpt_path, checkpoint, config.model)
+            run = run_of(config.ckpt_path)
+            if run and isinstance(logger, Namespace) and not config.checkpoint.get("dirpath"):
+                # the resumed run goes on in its own folder: one run, one record
+                arguments = logger.init_args
+                arguments.save_dir, arguments.name = str(run.parents[1]), run.parent.name
+                arguments.version = run.name
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -83,6 +118,7 @@ class MNISTCLI(LightningCLI):
 
 def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = True) -> MNISTCLI:
     """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""
+    allow_imports()
     defaults = trainer_defaults()
     defaults["callbacks"] += callbacks or []
     return MNISTCLI(
@@ -102,7 +138,8 @@ def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = T
     )
 
 
-def run(argv: ArgsType) -> MNISTCLI | Path:
+def run(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Path:
+    argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] and argv[0] in TOOLS:
         tool = TOOLS[argv[0]]
         return tool.run(tool.parser().parse_args(argv[1:]))
@@ -114,17 +151,17 @@ def run(argv: ArgsType) -> MNISTCLI | Path:
         r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
     ):
         warnings.filterwarnings("ignore", message=noise)
-    return make_cli(argv)
+    return make_cli(args, callbacks)
 
 
-def main(args: ArgsType = None) -> MNISTCLI | Path:
-    argv = sys.argv[1:] if args is None else args
+def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Path:
+    """`mnist-lit`; `callbacks` are added to every run's (tests, benchmarks)."""
     try:
-        return run(argv)
+        return run(args, callbacks)
     except SIGTERMException:
         # Lightning stops on SIGTERM with exit status 0; schedulers must see a preemption
-        print("Stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        print("Stopped by SIGTERM", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except UserError as error:  # a known problem with the user's input: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(error.exit_status) from None

@@ -1,5 +1,6 @@
 """MNIST files -> uint8 tensors in memory -> whole batches, scaled and normalised after transfer."""
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 
 from mnist_lit.augment import random_affine
+from mnist_lit.errors import require
 from mnist_lit.images import PredictInputs, find_images, read_digits
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
 from mnist_lit.mnist_files import (
@@ -120,6 +122,12 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        require(batch_size >= 1, "data.batch_size", batch_size, "at least 1")
+        require(val_size >= 1, "data.val_size", val_size, "at least 1")
+        require(num_workers >= 0, "data.num_workers", num_workers, "0 or more")
+        for name in ("augment_shift", "augment_degrees", "augment_scale"):
+            value = self.hparams[name]
+            require(math.isfinite(value) and value >= 0, f"data.{name}", value, "0 (off) or more")
 
     def _predicting_images(self) -> bool:
         predicting = self.trainer is not None and self.trainer.state.fn == TrainerFn.PREDICTING

@@ -82,8 +82,15 @@ def parser() -> ArgumentParser:
 
 def run(options: Namespace) -> Path:
     output = options.output or Path("model.onnx" if options.format == "onnx" else "model.pt2")
-    if output.exists() and not options.overwrite:
-        raise ExportOutputError(f"{output} exists; pass --overwrite or another --output")
+    sidecar = output.with_suffix(".json")
+    if sidecar == output:
+        raise ExportOutputError(
+            f"--output {output}: the preprocessing JSON goes beside the model under that very "
+            "name; choose a name that does not end in .json"
+        )
+    for path in (output, sidecar):
+        if path.exists() and not options.overwrite:
+            raise ExportOutputError(f"{path} exists; pass --overwrite or another --output")
     export(options.ckpt_path, options.format, output)
     print(f"Wrote {output} and {output.with_suffix('.json')}")
     return output

@@ -1,5 +1,6 @@
 """The LightningModule: cross-entropy training of the CNN with Adam, accuracy per stage."""
 
+import math
 from typing import Literal
 
 import lightning as L
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lit.errors import require
 from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.model import CNN
 
@@ -16,6 +18,17 @@ def per_image(batch_mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The batch's mean loss once per image (a view), so a MeanMetric weighs batches by size.
     (MeanMetric's `weight` argument is ignored with nan_strategy="disable" in torchmetrics 1.9.)"""
     return batch_mean.expand(len(labels))
+
+
+def check_model_arguments(
+    channels: tuple[int, int, int], hidden: int, dropout: float, lr: float
+) -> None:
+    """Values that cannot learn fail here, naming the flag, not as a silent 10% run."""
+    widths = list(channels)
+    require(len(widths) == 3 and min(widths) >= 1, "model.channels", widths, "3 positive widths")
+    require(hidden >= 1, "model.hidden", hidden, "a positive width")
+    require(0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
+    require(math.isfinite(lr) and lr > 0, "model.lr", lr, "a finite positive number")
 
 
 class MNISTClassifier(L.LightningModule):
@@ -43,6 +56,7 @@ class MNISTClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_model_arguments(channels, hidden, dropout, lr)
         self.model = CNN(channels=channels, hidden=hidden, dropout=dropout)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -62,6 +76,7 @@ class MNISTClassifier(L.LightningModule):
         )
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
+        self.resumed_best: torch.Tensor | None = None
         # lets Lightning print layer shapes and TensorBoard draw the graph (logger log_graph)
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
@@ -133,6 +148,16 @@ class MNISTClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check batches
+        if self.resumed_best is not None:  # a resumed run's best covers the epochs before
+            self.val_acc_best.update(self.resumed_best)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.val_acc_best.update_called:
+            checkpoint["val_acc_best"] = self.val_acc_best.compute().item()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        best = checkpoint.get("val_acc_best")
+        self.resumed_best = None if best is None else torch.tensor(best)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")

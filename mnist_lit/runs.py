@@ -1,9 +1,12 @@
-"""A run's folder: where a run writes, and whether it can, checked before any work."""
+"""A run's folder: claimed for it alone, checked writable before any work, and found again."""
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit.errors import UserError
 
@@ -33,13 +36,51 @@ def check_writable(folder: Path, flag: str) -> None:
     raise OutputFolderError(f"cannot write to {folder}: {problem}. Choose another with {flag}")
 
 
+def claim_version(root: Path) -> int:
+    """The next free version_N below `root`, created here: mkdir fails for all but one of the
+    processes that try the same N, so runs started together each get their own folder."""
+    check_writable(root, "--trainer.logger.init_args.save_dir")
+    root.mkdir(parents=True, exist_ok=True)
+    numbers = [p.name.removeprefix("version_") for p in root.glob("version_*")]
+    version = max((int(n) for n in numbers if n.isdigit()), default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger, whose version_N folder is claimed when it is first named.
+    Lightning's own logger takes "the highest N + 1" without claiming it, and two runs started
+    together in one folder write into the same one."""
+
+    def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
+        """Args:
+        save_dir: Folder of the run folders' parent (`name`); the trainer's default_root_dir
+            when not given.
+        """
+        super().__init__(save_dir or ".", **kwargs)
+        self.claimed: int | str | None = kwargs.get("version")
+
+    @property
+    def version(self) -> int | str:
+        if self.claimed is None:
+            # Only rank 0 names the run: the others are told its folder (trainer.log_dir)
+            on_rank_zero = rank_zero_only.rank == 0
+            self.claimed = claim_version(Path(self.root_dir)) if on_rank_zero else super().version
+        return self.claimed
+
+
 def check_run_folders(trainer: L.Trainer) -> None:
     """The log folder and every checkpoint folder can be written: Lightning would find out at the
     first write (the logger's folder, or the first checkpoint an epoch later), with a traceback."""
     log_flag = (
         "--trainer.logger.init_args.save_dir" if trainer.logger else "--trainer.default_root_dir"
     )
-    check_writable(Path(trainer.log_dir or trainer.default_root_dir), log_flag)
+    logs = getattr(trainer.logger, "root_dir", None) or trainer.default_root_dir
+    check_writable(Path(logs), log_flag)
     for callback in trainer.checkpoint_callbacks:
         if callback.dirpath:
             check_writable(Path(callback.dirpath), "--checkpoint.dirpath")

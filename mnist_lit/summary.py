@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from mnist_lit.checkpointing import cut_short
 from mnist_lit.runs import run_folder
 
 
@@ -23,13 +24,31 @@ class RunSummary(L.Callback):
     """Writes `metrics.json` in the run's log folder: final figures, best checkpoint, throughput.
 
     Training time counts the training batches only: validation inside an epoch is left out.
+    The counts travel in checkpoints, so a resumed run's figures cover the whole run.
     """
 
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
+        self.reset()
+
+    def reset(self) -> None:
+        self.train_seconds, self.train_images, self.epochs = 0.0, 0, 0
+        self.batch_idx, self.stopped_mid_epoch = -1, False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before a resumed run's checkpoint restores the counts
+            self.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self.train_seconds, "train_images": self.train_images,
+                "epochs": self.epochs}  # fmt: skip
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_seconds = state_dict["train_seconds"]
+        self.train_images = state_dict["train_images"]
+        self.epochs = state_dict.get("epochs", 0)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.train_seconds, self.train_images = 0.0, 0
         self._started = time.perf_counter()  # a resumed run may start inside an epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,6 +56,7 @@ class RunSummary(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_images += len(batch[0]) * trainer.world_size
+        self.batch_idx = batch_idx
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.training:  # pause the training clock while validating mid-fit
@@ -48,6 +68,8 @@ class RunSummary(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._started
+        self.stopped_mid_epoch = cut_short(trainer, self.batch_idx)
+        self.epochs += not self.stopped_mid_epoch
         self._started = time.perf_counter()  # validation may still follow this hook
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -59,7 +81,9 @@ class RunSummary(L.Callback):
                 "val/acc": _as_number(trainer.callback_metrics.get("val/acc")),
                 "best_val/acc": _as_number(getattr(checkpoint, "best_model_score", None)),
                 "best_checkpoint": _absolute(getattr(checkpoint, "best_model_path", None)),
-                "epochs": trainer.current_epoch,
+                "epochs": self.epochs,  # complete ones
+                "global_step": trainer.global_step,
+                "stopped_mid_epoch": self.stopped_mid_epoch,  # e.g. by --trainer.max_time
                 "train_images": self.train_images,
                 "train_seconds": round(seconds, 2),
                 "train_images_per_second": round(self.train_images / seconds, 1)

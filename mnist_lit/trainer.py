@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
+from mnist_lit.errors import ConfigError
 from mnist_lit.predictions import PredictionWriter
 from mnist_lit.summary import RunSummary
 from mnist_lit.tracking import HyperparametersWithMetrics, PredictionPictures
@@ -22,9 +23,9 @@ def trainer_defaults() -> dict:
     return {
         "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
         "logger": {
-            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "class_path": "mnist_lit.runs.RunLogger",
             # the HParams tab gets real metrics (see tracking.py), not an hp_metric of -1
-            "init_args": {"save_dir": ".", "default_hp_metric": False},
+            "init_args": {"default_hp_metric": False},
         },
         "callbacks": [
             RunSummary(),
@@ -53,13 +54,34 @@ class MNISTTrainer(L.Trainer):
             rank_zero_warn(
                 "No best checkpoint was saved (validation off?); testing the final weights."
             )
-            self.test(self.lightning_module, datamodule=self.datamodule)
+            super().test(self.lightning_module, datamodule=self.datamodule)
+
+    def validate(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
+        """Evaluate a checkpoint on the validation split.
+
+        Args:
+            untrained: Evaluate the model's new, untrained weights: without this, --ckpt_path is
+                required, so that a forgotten one never reports random weights' figures.
+        """
+        require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        return super().validate(*args, **kwargs)
+
+    def test(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
+        """Evaluate a checkpoint on the official test set.
+
+        Args:
+            untrained: Evaluate the model's new, untrained weights: without this, --ckpt_path is
+                required, so that a forgotten one never reports random weights' figures.
+        """
+        require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        return super().test(*args, **kwargs)
 
     def predict(
         self,
         *args: Any,
         predictions_file: str | None = None,
         overwrite: bool = False,
+        untrained: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Predict every input and write a CSV row for each, unreadable ones included.
@@ -67,7 +89,10 @@ class MNISTTrainer(L.Trainer):
         Args:
             predictions_file: CSV to write (default: predictions.csv in the run's log folder).
             overwrite: Replace an existing predictions_file.
+            untrained: Predict with the model's new, untrained weights: without this,
+                --ckpt_path is required.
         """
+        require_checkpoint(kwargs.get("ckpt_path"), untrained)
         writer = next((c for c in self.callbacks if isinstance(c, PredictionWriter)), None)
         if writer is None:
             return super().predict(*args, **kwargs)
@@ -78,3 +103,11 @@ class MNISTTrainer(L.Trainer):
         if not writer.written:  # no input could be read, so Lightning predicted nothing
             writer.write(self)
         return predictions
+
+
+def require_checkpoint(ckpt_path: str | None, untrained: bool) -> None:
+    if ckpt_path is None and not untrained:
+        raise ConfigError(
+            "no --ckpt_path: pass a checkpoint of `fit` (or `last`/`best`: the newest run's), "
+            "or --untrained true to evaluate untrained weights"
+        )

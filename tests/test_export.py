@@ -59,3 +59,17 @@ def test_existing_output_needs_overwrite(exported, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
     assert exit_.value.code == 1 and "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_json_beside_the_model_is_never_overwritten_or_the_model(exported, tmp_path, capsys):
+    checkpoint = exported[1]
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes\n")
+    for output in (notes, tmp_path / "notes.pt2"):  # the model itself, or its JSON, is notes.json
+        with pytest.raises(SystemExit) as exit_:
+            main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
+        assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "choose a name that does not end in .json" in err
+    assert f"{notes} exists; pass --overwrite" in err
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "notes.pt2").exists()
