@@ -1,27 +1,20 @@
 """What a run's checkpoints hold and when they are written: best.ckpt by validation accuracy,
-last.ckpt after every epoch and when SIGTERM or Ctrl-C stops training, the random states inside
-for an exact resume, and never non-finite weights; and which file `--ckpt_path last` means.
-(Reading and writing the files themselves: checkpoints.py.)"""
+last.ckpt after every epoch and when a stop cuts training short, the random states inside for an
+exact resume, and never non-finite weights. (Reading and writing the files: checkpoints.py;
+which checkpoint a command continues from: resume.py.)"""
 
-import glob
-import inspect
 import os
 import random
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.checkpoints import CheckpointError
 from mnist_lit.errors import UserError
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.runs import log_root
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -205,54 +198,3 @@ class FiniteLossGuard(L.Callback):
 def cut_short(trainer: L.Trainer, batch_idx: int) -> bool:
     """Whether the epoch ended (or will end) before its last batch: a stop by max_time, say."""
     return batch_idx + 1 < trainer.num_training_batches
-
-
-def find_checkpoint(name: str, config: Namespace) -> Path:
-    """`--ckpt_path last` or `best`: that checkpoint of the newest run where this command's
-    checkpoints go (the checkpoint folder, the logger's runs, or default_root_dir/checkpoints).
-    Lightning itself would look only in the new run's own, empty, folder and quietly start
-    over, or evaluate untrained weights."""
-    file = f"{name}.ckpt"
-    if config.checkpoint.get("dirpath"):
-        pattern = Path(config.checkpoint.dirpath) / file
-    elif config.trainer.get("logger"):
-        pattern = log_root(config) / "version_*" / "checkpoints" / file
-    else:
-        pattern = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / file
-    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
-    if not found:
-        raise CheckpointError(
-            f"--ckpt_path {name}: no {pattern} was found; pass a checkpoint path, or leave "
-            "--ckpt_path out to start a new run"
-        )
-    return found[-1]
-
-
-def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
-    """A resumed run keeps its model: settings given now (those not at their defaults) that
-    differ from the checkpoint's are refused, naming them, rather than silently replaced."""
-    saved = checkpoint.get("hyper_parameters", {})
-    signature = inspect.signature(MNISTClassifier.__init__).parameters
-    differences = []
-    for key, parameter in signature.items():
-        if key not in saved or key not in model:
-            continue
-        given, default, trained = (plain(v) for v in (model[key], parameter.default, saved[key]))
-        if given != default and given != trained:
-            differences.append(f"--model.{key} {given} (the checkpoint's is {trained})")
-    if differences:
-        raise CheckpointError(
-            f"{path} was trained with other model settings: {', '.join(differences)}. Resume "
-            "with the run's own config.yaml, or leave --ckpt_path out to start a new run"
-        )
-
-
-def plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def run_of(ckpt_path: str) -> Path | None:
-    """The run folder a checkpoint was written in, when it lies in that run's checkpoints/."""
-    folder = Path(ckpt_path).resolve().parent
-    run = folder.parent
-    return run if folder.name == "checkpoints" and (run / "config.yaml").is_file() else None

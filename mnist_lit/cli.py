@@ -5,49 +5,29 @@ key and a flag. `report` (report.py) and `export` (export.py) need no model, dat
 parse their own few arguments; `mnist-lit --help` lists them with the others.
 """
 
-import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
-from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit import export, report
-from mnist_lit.checkpointing import (
-    BestAndLastCheckpoint,
-    check_same_model,
-    find_checkpoint,
-    run_of,
-)
-from mnist_lit.checkpoints import AtomicCheckpointIO, read_checkpoint
+from mnist_lit.checkpointing import BestAndLastCheckpoint
+from mnist_lit.checkpoints import AtomicCheckpointIO
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.errors import ConfigError, UserError
+from mnist_lit.errors import UserError
+from mnist_lit.imports import allow_imports
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.resume import prepare_checkpoint
 from mnist_lit.runs import check_run_folders
 from mnist_lit.tracking import SaveConfigToTensorBoard
 from mnist_lit.trainer import MNISTTrainer, trainer_defaults
 
 TOOLS = {"report": report, "export": export}  # each has HELP, parser() and run(options)
-
-# Configs, flags and environment variables may name classes in these packages only: jsonargparse
-# imports whatever a class_path names while parsing, so a shared config could otherwise run code.
-ALLOWED_IMPORTS = ["torch", "lightning", "torchmetrics", "mnist_lit"]
-ALLOW_MORE = "MNIST_LIT_ALLOW_IMPORTS"  # comma-separated: users' own callbacks, loggers, ...
-
-
-def allow_imports() -> None:
-    more = [name.strip() for name in os.environ.get(ALLOW_MORE, "").split(",") if name.strip()]
-    try:
-        set_parsing_settings(
-            import_path_denylist=["*"], import_path_allowlist=ALLOWED_IMPORTS + more
-        )
-    except ValueError as error:
-        raise ConfigError(f"{ALLOW_MORE}={os.environ[ALLOW_MORE]!r}: {error}") from None
 
 
 class MNISTArgumentParser(LightningArgumentParser):
@@ -80,29 +60,8 @@ class MNISTCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        if not subcommand:  # built with run=False: nothing to load
-            return
-        config = self.config[subcommand]
-        logger = config.trainer.get("logger")
-        if isinstance(logger, Namespace) and logger.init_args.get("save_dir", ".") is None:
-            logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
-        named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
-        if named or config.get("ckpt_path") == "last":
-            config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
-        if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
-            return
-        # Lightning reads the checkpoint's hyperparameters next, first of all: check the file
-        # before that, so a wrong one is one clear error and never runs code.
-        checkpoint = read_checkpoint(config.ckpt_path)
-        if subcommand == "fit":
-            check_same_model(config.ckpt_path, checkpoint, config.model)
-            run = run_of(config.ckpt_path)
-            if run and isinstance(logger, Namespace) and not config.checkpoint.get("dirpath"):
-                # the resumed run goes on in its own folder: one run, one record
-                arguments = logger.init_args
-                arguments.save_dir, arguments.name = str(run.parents[1]), run.parent.name
-                arguments.version = run.name
+        if self.config.get("subcommand"):  # not built with run=False
+            prepare_checkpoint(self.config.subcommand, self.config[self.config.subcommand])
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,0 +1,89 @@
+"""Which checkpoint a command continues from or evaluates, and where a resumed run goes on:
+`--ckpt_path last`/`best` found where this command's checkpoints go, the file checked before
+Lightning reads it, the model settings kept, and the run continued in its own folder."""
+
+import glob
+import inspect
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+
+from mnist_lit.checkpoints import CheckpointError, read_checkpoint
+from mnist_lit.module import MNISTClassifier
+from mnist_lit.runs import log_root
+
+
+def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
+    """Resolve and check `config.ckpt_path` in place; for `fit`, point the logger at the run
+    being continued. Runs before Lightning reads the checkpoint's hyperparameters, so a wrong
+    file is one clear error and never runs code."""
+    logger = config.trainer.get("logger")
+    if isinstance(logger, Namespace) and logger.init_args.get("save_dir", ".") is None:
+        logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
+    named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
+    if named or config.get("ckpt_path") == "last":
+        config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
+    if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
+        return
+    checkpoint = read_checkpoint(config.ckpt_path)
+    if subcommand != "fit":
+        return
+    check_same_model(config.ckpt_path, checkpoint, config.model)
+    run = run_of(config.ckpt_path)
+    if run and isinstance(logger, Namespace) and not config.checkpoint.get("dirpath"):
+        # the resumed run goes on in its own folder: one run, one record
+        arguments = logger.init_args
+        arguments.save_dir, arguments.name = str(run.parents[1]), run.parent.name
+        arguments.version = run.name
+
+
+def find_checkpoint(name: str, config: Namespace) -> Path:
+    """`--ckpt_path last` or `best`: that checkpoint of the newest run where this command's
+    checkpoints go (the checkpoint folder, the logger's runs, or default_root_dir/checkpoints).
+    Lightning itself would look only in the new run's own, empty, folder and quietly start
+    over, or evaluate untrained weights."""
+    file = f"{name}.ckpt"
+    if config.checkpoint.get("dirpath"):
+        pattern = Path(config.checkpoint.dirpath) / file
+    elif config.trainer.get("logger"):
+        pattern = log_root(config) / "version_*" / "checkpoints" / file
+    else:
+        pattern = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / file
+    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise CheckpointError(
+            f"--ckpt_path {name}: no {pattern} was found; pass a checkpoint path, or leave "
+            "--ckpt_path out to start a new run"
+        )
+    return found[-1]
+
+
+def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
+    """A resumed run keeps its model: settings given now (those not at their defaults) that
+    differ from the checkpoint's are refused, naming them, rather than silently replaced."""
+    saved = checkpoint.get("hyper_parameters", {})
+    signature = inspect.signature(MNISTClassifier.__init__).parameters
+    differences = []
+    for key, parameter in signature.items():
+        if key not in saved or key not in model:
+            continue
+        given, default, trained = (plain(v) for v in (model[key], parameter.default, saved[key]))
+        if given != default and given != trained:
+            differences.append(f"--model.{key} {given} (the checkpoint's is {trained})")
+    if differences:
+        raise CheckpointError(
+            f"{path} was trained with other model settings: {', '.join(differences)}. Resume "
+            "with the run's own config.yaml, or leave --ckpt_path out to start a new run"
+        )
+
+
+def plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def run_of(ckpt_path: str) -> Path | None:
+    """The run folder a checkpoint was written in, when it lies in that run's checkpoints/."""
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    return run if folder.name == "checkpoints" and (run / "config.yaml").is_file() else None
