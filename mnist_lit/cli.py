@@ -8,6 +8,7 @@ parse their own few arguments; `mnist-lit --help` lists them with the others.
 import signal
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +21,7 @@ from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.checkpoints import AtomicCheckpointIO
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import UserError
-from mnist_lit.imports import allow_imports
+from mnist_lit.imports import ALLOW_MORE, allow_imports
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.resume import prepare_checkpoint
 from mnist_lit.runs import check_run_folders
@@ -31,8 +32,13 @@ TOOLS = {"report": report, "export": export}  # each has HELP, parser() and run(
 
 
 class MNISTArgumentParser(LightningArgumentParser):
-    """Keeps the subcommands action, so that the CLI can list report and export beside
-    Lightning's subcommands."""
+    """Raises a bad argument as an ArgumentError, for main() to show as one `error:` line
+    instead of the usage text; keeps the subcommands action, so that the CLI can list report and
+    export beside Lightning's subcommands."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("exit_on_error", False)
+        super().__init__(*args, **kwargs)
 
     def add_subcommands(self, **kwargs):
         self.subcommands_action = super().add_subcommands(**kwargs)
@@ -121,6 +127,10 @@ def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Pat
         # Lightning stops on SIGTERM with exit status 0; schedulers must see a preemption
         print("Stopped by SIGTERM", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except ArgumentError as error:  # a bad flag or config value
+        hint = f"\nAllow a package with {ALLOW_MORE}=name" if "is not allowed" in str(error) else ""
+        print(f"error: {error}{hint}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)
+        raise SystemExit(2) from None
     except UserError as error:  # a known problem with the user's input: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_status) from None

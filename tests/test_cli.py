@@ -143,7 +143,9 @@ def test_bad_configuration_is_exit_2_naming_it(args, named, workdir, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2
-    assert named in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err
+    assert "usage:" not in err  # the error, not pages of usage text
     assert not (workdir / "lightning_logs").exists()
 
 

@@ -291,7 +291,8 @@ def test_a_config_cannot_import_outside_the_allowlist(tiny_mnist, workdir, marke
     config = workdir / "shared.yaml"
     config.write_text(f"trainer:\n  callbacks:\n    - class_path: {name}.Marker\n")
     assert exit_status(["fit", "--config", str(config), *tiny_args(tiny_mnist)]) == 2
-    assert f"Importing '{name}.Marker' is not allowed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"Importing '{name}.Marker' is not allowed" in err and "MNIST_LIT_ALLOW_IMPORTS" in err
     assert not marker.exists()
 
 
