@@ -104,6 +104,8 @@ class RunSummary(L.Callback):
         )
 
     def _write(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
+        if trainer.fast_dev_run:  # a smoke test of the code, not a run to keep
+            return
         path = run_folder(trainer) / self.filename  # every process: this is a collective call
         if not trainer.is_global_zero:
             return

@@ -108,6 +108,11 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, workdir):
     assert accuracy == pytest.approx(test_metrics["test/acc"], abs=1e-6)
 
 
+def test_fast_dev_run_writes_nothing(tiny_mnist, workdir):
+    main(["fit", *tiny_args(tiny_mnist), "--trainer.fast_dev_run=true"])
+    assert sorted(p.name for p in workdir.iterdir()) == ["data"]  # no checkpoint, no metrics
+
+
 def test_missing_data_is_one_clear_error(workdir, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--data.data_dir=absent", "--data.download=false"])
