@@ -90,6 +90,9 @@ def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = T
         MNISTClassifier,
         MNISTDataModule,
         trainer_class=MNISTTrainer,
+        # MNISTClassifier chooses its optimizer and schedule (--model.lr, --model.schedule);
+        # Lightning's --optimizer would silently replace them
+        auto_configure_optimizers=False,
         trainer_defaults=defaults,
         save_config_callback=SaveConfigToTensorBoard,
         save_config_kwargs={"overwrite": True},

@@ -108,6 +108,15 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, workdir):
     assert accuracy == pytest.approx(test_metrics["test/acc"], abs=1e-6)
 
 
+def test_the_optimizer_is_the_models_alone(workdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--optimizer=SGD"])
+    assert exit_.value.code == 2 and "--optimizer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "--lr_scheduler" not in capsys.readouterr().out
+
+
 def test_fast_dev_run_writes_nothing(tiny_mnist, workdir):
     main(["fit", *tiny_args(tiny_mnist), "--trainer.fast_dev_run=true"])
     assert sorted(p.name for p in workdir.iterdir()) == ["data"]  # no checkpoint, no metrics
