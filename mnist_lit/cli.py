@@ -24,7 +24,7 @@ from mnist_lit.errors import UserError
 from mnist_lit.imports import ALLOW_MORE, allow_imports
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.resume import prepare_checkpoint
-from mnist_lit.runs import check_run_folders
+from mnist_lit.runs import check_run_folders, place_logs
 from mnist_lit.tracking import SaveConfigToTensorBoard
 from mnist_lit.trainer import MNISTTrainer, trainer_defaults
 
@@ -67,7 +67,9 @@ class MNISTCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):  # not built with run=False
-            prepare_checkpoint(self.config.subcommand, self.config[self.config.subcommand])
+            config = self.config[self.config.subcommand]
+            place_logs(config)  # first: where `--ckpt_path last` looks depends on it
+            prepare_checkpoint(self.config.subcommand, config)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

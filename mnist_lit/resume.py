@@ -19,8 +19,6 @@ def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
     being continued. Runs before Lightning reads the checkpoint's hyperparameters, so a wrong
     file is one clear error and never runs code."""
     logger = config.trainer.get("logger")
-    if isinstance(logger, Namespace) and logger.init_args.get("save_dir", ".") is None:
-        logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))

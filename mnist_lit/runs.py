@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -84,6 +85,13 @@ def check_run_folders(trainer: L.Trainer) -> None:
     for callback in trainer.checkpoint_callbacks:
         if callback.dirpath:
             check_writable(Path(callback.dirpath), "--checkpoint.dirpath")
+
+
+def place_logs(config: Namespace) -> None:
+    """The logger writes below --trainer.default_root_dir unless given its own save_dir."""
+    logger = config.trainer.get("logger")
+    if isinstance(logger, Namespace) and logger.init_args.get("save_dir", ".") is None:
+        logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
 
 
 def log_root(config) -> Path:
