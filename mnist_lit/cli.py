@@ -16,7 +16,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit import export, report
+from mnist_lit import export, report, sweep
 from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.checkpoints import AtomicCheckpointIO
 from mnist_lit.data import MNISTDataModule
@@ -28,7 +28,8 @@ from mnist_lit.runs import check_run_folders, place_logs
 from mnist_lit.tracking import SaveConfigToTensorBoard
 from mnist_lit.trainer import MNISTTrainer, trainer_defaults
 
-TOOLS = {"report": report, "export": export}  # each has HELP, parser() and run(options)
+# each has HELP, parser() and run(options), and parse(argv) where it keeps unknown flags
+TOOLS = {"report": report, "export": export, "sweep": sweep}
 
 
 class MNISTArgumentParser(LightningArgumentParser):
@@ -112,7 +113,8 @@ def run(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Path
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] and argv[0] in TOOLS:
         tool = TOOLS[argv[0]]
-        return tool.run(tool.parser().parse_args(argv[1:]))
+        parse = getattr(tool, "parse", lambda argv: tool.parser().parse_args(argv))
+        return tool.run(parse(argv[1:]))
     # Raised inside Lightning with recent torch and jsonargparse, or about fit-only callbacks when
     # evaluating a checkpoint: nothing a user can act on.
     for noise in (

@@ -1,0 +1,220 @@
+"""A sweep's Optuna study: where every trial is recorded, claimed by exactly one worker, and
+handed back for another worker to finish when its worker stops or is lost.
+
+Any number of `mnist-lit sweep` processes on one storage (a SQLite file on one machine, a
+database server for several) share the trials out. A grid's trials are all stored as waiting
+when the study is created; a worker claims one by moving it from waiting to running, which the
+storage lets only one worker do. Running trials send a heartbeat; one whose heartbeat stops
+(machine lost, SIGKILL) is failed by the next worker that looks and queued again as a copy
+with the same parameters, which resumes from the trial's last.ckpt.
+"""
+
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from mnist_lit.errors import ConfigError
+from mnist_lit.sweep_file import SweepFile
+
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 60  # a running trial silent this long has lost its worker
+SETUP_SECONDS = 120  # how long a second worker waits for the first to store the grid
+
+
+class StorageError(ConfigError):
+    """The study's storage cannot be reached, or holds another sweep under this name."""
+
+
+def open_storage(url: str) -> RDBStorage:
+    # Optuna warns about ask() with heartbeats outside study.optimize (Heartbeat below sends
+    # them) and about its experimental stale-trial API, which it has had since 2.8
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        return RDBStorage(
+            url,
+            # SQLite: wait for a busy database rather than fail when workers write together
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
+        reason = str(error).splitlines()[0]
+        raise StorageError(f"--storage {safe_url(url)}: cannot open it ({reason})") from None
+
+
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a copy of a failed trial: same parameters, user attributes (its finished seeds)
+    and intermediate values, and the numbers it retries."""
+    RetryHeartbeatStaleTrialCallback(max_retry=None, inherit_intermediate_values=True)(study, trial)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}" if at else url
+
+
+def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) -> optuna.Study:
+    """The study `name`, created with the sweep's trials, or loaded and checked to be the same
+    sweep (file, configs and the trials' common `flags`); creating a study succeeds for one
+    worker only, so the grid is stored once."""
+    expected = {**sweep.fingerprint(), "flags": flags}
+    sampler = optuna.samplers.TPESampler()  # unseeded: seeded workers would suggest alike
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="maximize", sampler=sampler
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        wait_until_ready(study)
+        check_same_sweep(study, sweep.path, expected)
+        return study
+    study.set_user_attr("sweep", expected)
+    for setting in sweep.grid_settings() if not sweep.is_search else []:
+        for seed in sweep.seeds:
+            add_waiting(study, {**setting, "seed": seed}, grid_distributions(sweep))
+    study.set_user_attr("ready", True)
+    return study
+
+
+def grid_distributions(sweep: SweepFile) -> dict[str, Any]:
+    choices = {k: [s[k] for s in sweep.grid_settings()] for k in sweep.grid_settings()[0]}
+    choices["seed"] = sweep.seeds
+    return {
+        key: optuna.distributions.CategoricalDistribution(list(dict.fromkeys(values)))
+        for key, values in choices.items()
+    }
+
+
+def add_waiting(study: optuna.Study, params: dict[str, Any], distributions: dict) -> None:
+    trial = optuna.trial.create_trial(
+        state=TrialState.WAITING, params=params, distributions=distributions
+    )
+    study.add_trial(trial)
+
+
+def wait_until_ready(study: optuna.Study) -> None:
+    deadline = time.monotonic() + SETUP_SECONDS
+    while not study.user_attrs.get("ready"):
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"study {study.study_name} was created but its trials were never stored (its "
+                "first worker stopped while creating it); start a new sweep with --name"
+            )
+        time.sleep(1)
+
+
+def check_same_sweep(study: optuna.Study, path, now: dict) -> None:
+    stored = study.user_attrs["sweep"]
+    for part in now:
+        if stored.get(part) != now[part]:
+            raise StorageError(
+                f"{path} and its flags no longer match the sweep {study.study_name!r} stored "
+                f"earlier: its {part} were {stored.get(part)}, now {now[part]} (a config's "
+                "value is its content's hash). Restore them, or start a new sweep with --name"
+            )
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_waiting(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+    """A waiting trial, now running for this worker; None when none is left. Moving a trial
+    from waiting to running succeeds for one worker only."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                return mark_mine(study, storage, trial._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished by another worker since the list was read
+    return None
+
+
+def ask_new(study: optuna.Study, storage: RDBStorage, sweep: SweepFile) -> optuna.Trial:
+    """A new search trial with its setting sampled (a queued retry first, if any)."""
+    distributions = dict(sweep.space)
+    if len(sweep.configs) > 1:
+        distributions["config"] = optuna.distributions.CategoricalDistribution(list(sweep.configs))
+    trial = study.ask(fixed_distributions=distributions)
+    return mark_mine(study, storage, trial._trial_id)
+
+
+def mark_mine(study: optuna.Study, storage: RDBStorage, trial_id: int) -> optuna.Trial:
+    storage.record_heartbeat(trial_id)  # a trial without heartbeats is never found stale
+    storage.set_trial_user_attr(trial_id, "worker", worker_id())
+    return optuna.Trial(study, trial_id)
+
+
+def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of trials that were handed back and queued again as a copy."""
+    return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+def settings_started(study: optuna.Study) -> int:
+    """Settings a search has taken on, each counted once however often it was retried."""
+    trials = study.get_trials(deepcopy=False)
+    return len(trials) - len(retried(trials))
+
+
+def hand_back(study: optuna.Study, storage: RDBStorage, trial_id: int, reason: str) -> None:
+    """Fail an unfinished trial and queue a copy with its parameters and finished seeds."""
+    try:
+        storage.set_trial_user_attr(trial_id, "stopped", reason)
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker handed it back first
+    retry(study, storage.get_trial(trial_id))
+
+
+def recover_lost(study: optuna.Study, storage: RDBStorage) -> None:
+    """Hand back running trials whose worker is gone: silent past the grace period (any
+    machine), or a dead process on this machine (at once)."""
+    fail_stale_trials(study)
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
+            hand_back(study, storage, trial._trial_id, f"its worker (pid {pid}) stopped")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Heartbeat:
+    """Tells the storage, every HEARTBEAT_SECONDS while a trial runs, that its worker lives."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stopped.set()
+        self.thread.join()

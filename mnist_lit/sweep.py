@@ -1,0 +1,243 @@
+"""`mnist-lit sweep SWEEP_FILE [--storage URL] [--name NAME] [any fit flag ...]`: many `fit`s
+from one sweep file (configs/sweeps/), a grid or an Optuna search with each setting repeated
+over seeds, recorded in an Optuna study and summarised; started again, it carries on where it
+stopped. Start the same command several times (one per GPU, or per machine with a shared
+--storage) and the workers share the trials out. `--summary FOLDER` prints a sweep's table."""
+
+import io
+import time
+import warnings
+from argparse import ArgumentError
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import optuna
+from jsonargparse import ArgumentParser, Namespace
+from optuna.trial import TrialState
+
+from mnist_lit import study as studies
+from mnist_lit import sweep_summary
+from mnist_lit.errors import UserError
+from mnist_lit.runs import check_writable
+from mnist_lit.sweep_file import (
+    RESERVED,
+    SweepFile,
+    SweepFileError,
+    flag_value,
+    read_sweep_file,
+    setting_label,
+)
+from mnist_lit.sweep_trial import fit_command, run_fit
+
+HELP = "Run a sweep file's fits (grid or Optuna search, over seeds), resumably, and summarise."
+OWN_OPTIONS = ("--storage", "--name", "--root", "--summary")
+# flags that may differ between the workers of one sweep: they do not change what is measured
+PER_MACHINE = ("data.data_dir", "data.num_workers", "trainer.accelerator", "trainer.devices")
+
+
+def parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="mnist-lit sweep",
+        description=__doc__,
+        epilog="Every other flag (e.g. --data.data_dir ../shared/data, or --trainer.max_epochs 1 "
+        "--trainer.limit_train_batches 20 for a dry run) is passed to every trial's `fit`.",
+    )
+    parser.add_argument("sweep_file", type=Path | None, help="configs/sweeps/*.yaml")
+    parser.add_argument("--name", type=str | None, help="the sweep's name (default: file stem)")
+    parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"),
+                        help="the sweep's folder is ROOT/NAME")  # fmt: skip
+    parser.add_argument(
+        "--storage", type=str | None,
+        help="Optuna storage URL shared by the workers (default: sqlite:///ROOT/NAME/optuna.db), "
+        "e.g. postgresql://user:password@host/database",
+    )  # fmt: skip
+    parser.add_argument(
+        "--summary", type=str | None, help="print the summary of this sweep folder and stop"
+    )
+    return parser
+
+
+def parse(argv: list[str]) -> Namespace:
+    """The sweep's own options; every other flag is kept, in order, for the trials."""
+    own, trial_flags, tokens = [], [], list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        has_value = "=" not in token and bool(tokens) and not tokens[0].startswith("--")
+        is_own = token.split("=")[0] in OWN_OPTIONS
+        if is_own or not token.startswith("--") or token == "--help":
+            own += [token] + ([tokens.pop(0)] if is_own and has_value else [])
+        else:
+            trial_flags += [token] + ([tokens.pop(0)] if has_value else [])
+    options = parser().parse_args(own)
+    options.trial_flags = trial_flags
+    return options
+
+
+def flag_pairs(flags: list[str]) -> list[tuple[str, str | None]]:
+    pairs, tokens = [], list(flags)
+    while tokens:
+        key, _, value = tokens.pop(0)[2:].partition("=")
+        if not value and tokens and not tokens[0].startswith("--"):
+            value = tokens.pop(0)
+        pairs.append((key, value or None))
+    return pairs
+
+
+def check_flags(sweep: SweepFile, flags: list[str]) -> None:
+    swept = set(sweep.grid) | set(sweep.space)
+    for key, _ in flag_pairs(flags):
+        if key.startswith(RESERVED):
+            raise SweepFileError(
+                f"--{key}: a sweep sets it for each trial (configs and seeds in the sweep file, "
+                "run folders by --root and --name); remove it"
+            )
+        if key in swept:
+            raise SweepFileError(f"--{key}: the sweep file sweeps it; remove the flag")
+
+
+def check_trial_flags(sweep: SweepFile, flags: list[str]) -> None:
+    """Every config with the sweep's flags and each swept value parses as `fit` would, before
+    any training: a wrong key or a value of the wrong type is one error naming it."""
+    from mnist_lit.cli import run as cli  # the CLI lists this subcommand: import when used
+
+    checks = [({}, "")]
+    checks += [({key: v}, f"{key}: {v}") for key, values in sweep.grid.items() for v in values]
+    for key, distribution in sweep.space.items():
+        values = getattr(distribution, "choices", None) or (distribution.low, distribution.high)
+        checks += [({key: v}, f"{key}: {v}") for v in values]
+    for name, config in sweep.configs.items():
+        for setting, what in checks:
+            args = ["fit", "--config", str(config), *flags]
+            args += [item for k, v in setting.items() for item in (f"--{k}", flag_value(v))]
+            try:
+                with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # e.g. that sys.argv differs from args
+                    cli([*args, "--print_config"])
+            except SystemExit:
+                continue
+            except (ArgumentError, UserError) as error:
+                where = f"{what} with config {name}" if what else f"config {name} with the flags"
+                reason = " ".join(str(error).split())  # jsonargparse's run over lines
+                raise SweepFileError(f"{sweep.path}: {where}: {reason}") from None
+
+
+def run(options: Namespace) -> Path:
+    if options.summary:
+        return print_summary(options)
+    if options.sweep_file is None:
+        raise SweepFileError("no sweep file; e.g. mnist-lit sweep configs/sweeps/seeds.yaml")
+    sweep = read_sweep_file(options.sweep_file)
+    check_flags(sweep, options.trial_flags)
+    check_trial_flags(sweep, options.trial_flags)
+    name = options.name or sweep.path.stem
+    folder = options.root / name
+    check_writable(folder, "--root")
+    folder.mkdir(parents=True, exist_ok=True)
+    url = options.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
+    storage = studies.open_storage(url)
+    study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
+    status = Worker(sweep, study, storage, folder, options.trial_flags).work()
+    summary = sweep_summary.summarise(study)
+    print(sweep_summary.markdown(summary))
+    print("Wrote " + ", ".join(map(str, sweep_summary.write(summary, folder))))
+    print(f"TensorBoard: tensorboard --logdir {folder}")
+    if status or summary.failed:
+        raise SystemExit(status or 1)
+    return folder
+
+
+def common_flags(flags: list[str]) -> list[list]:
+    """The flags that every worker of a sweep must share, for the stored study to compare."""
+    return [[k, v] for k, v in flag_pairs(flags) if not k.startswith(PER_MACHINE)]
+
+
+def print_summary(options: Namespace) -> Path:
+    folder = Path(options.summary)
+    url = options.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    if not options.storage and not (folder / "optuna.db").is_file():
+        raise UserError(f"--summary {folder}: no optuna.db there; pass a sweep folder")
+    storage = studies.open_storage(url)
+    names = optuna.study.get_all_study_names(storage)
+    name = options.name or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise UserError(f"--summary: choose the sweep with --name, one of {names}")
+    summary = sweep_summary.summarise(optuna.load_study(study_name=name, storage=storage))
+    print(sweep_summary.markdown(summary))
+    return folder
+
+
+class Worker:
+    """Takes trials from the study one at a time until none is left to run or to wait for."""
+
+    def __init__(self, sweep, study, storage, folder: Path, flags: list[str]) -> None:
+        self.sweep, self.study, self.storage = sweep, study, storage
+        self.folder, self.flags = folder, flags
+        self.total = sweep.trials or len(sweep.grid_settings()) * len(sweep.seeds)
+
+    def next_trial(self) -> optuna.Trial | None:
+        trial = studies.claim_waiting(self.study, self.storage)
+        searching = trial is None and self.sweep.is_search
+        if searching and studies.settings_started(self.study) < self.sweep.trials:
+            trial = studies.ask_new(self.study, self.storage, self.sweep)
+        return trial
+
+    def work(self) -> int:
+        """0 when the sweep is finished; 128 + the signal when one stopped it."""
+        while True:
+            studies.recover_lost(self.study, self.storage)
+            trial = self.next_trial()
+            if trial is not None:
+                if stopped_by := self.run_trial(trial):
+                    return 128 + stopped_by
+            elif self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                time.sleep(studies.HEARTBEAT_SECONDS)  # others' trials: finish them if lost
+            else:
+                return 0
+
+    def run_trial(self, trial: optuna.Trial) -> int | None:
+        """Run each seed of the trial not finished by an earlier attempt; the signal that
+        stopped the sweep, if one did."""
+        params = trial.params
+        setting = {k: v for k, v in params.items() if k != "seed"}
+        label = setting_label(setting, self.sweep.configs)
+        config = self.sweep.configs[setting.get("config", next(iter(self.sweep.configs)))]
+        folder = self.folder / (label if not self.sweep.is_search else f"trial_{original(trial)}")
+        seeds = [params["seed"]] if "seed" in params else self.sweep.seeds
+        for seed in seeds:
+            if f"run/{seed}" in trial.user_attrs:
+                continue  # finished before this trial was handed back
+            runs = folder / f"seed_{seed}"
+            command = fit_command(config, setting, seed, self.flags, runs)
+            print(f"[{self.study.study_name}] {label} seed {seed}: fitting (log: {runs}/fit.log)")
+            outcome = run_fit(command, runs, self.storage, trial._trial_id)
+            if outcome.signal:
+                studies.hand_back(self.study, self.storage, trial._trial_id, "sweep stopped")
+                print(f"[{self.study.study_name}] stopped; the same command carries on")
+                return outcome.signal
+            if outcome.error:
+                print(f"[{self.study.study_name}] {label} seed {seed} failed: {outcome.error}")
+                trial.set_user_attr("error", f"seed {seed}: {outcome.error}")
+                self.study.tell(trial, state=TrialState.FAIL)
+                return None
+            trial.set_user_attr(f"run/{seed}", {"seed": seed, **outcome.result})
+            self.report(label, seed, outcome.result)
+        runs = [trial.user_attrs[f"run/{seed}"] for seed in seeds]
+        self.study.tell(trial, sum(run["val_acc_best"] for run in runs) / len(runs))
+        return None
+
+    def report(self, label: str, seed: int, result: dict) -> None:
+        finished = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        test = f", test/acc {result['test_acc']:.2%}" if result["test_acc"] is not None else ""
+        print(
+            f"[{self.study.study_name}] {label} seed {seed}: val/acc_best "
+            f"{result['val_acc_best']:.2%}{test}, {result['train_seconds']:.0f} s training "
+            f"({finished + 1} of {self.total} trials done)"
+        )
+
+
+def original(trial: optuna.Trial) -> int:
+    """The number of the trial this one retries, else its own: a retry reuses the folders."""
+    frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+    number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return trial.number if number is None else number

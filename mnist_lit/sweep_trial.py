@@ -1,0 +1,102 @@
+"""One seed of a sweep trial: an ordinary `python -m mnist_lit fit` in a process of its own,
+with its output in a log file beside its run folder, resumed from its last.ckpt when an
+earlier attempt was stopped, and stopped the way `fit` is (SIGTERM, Ctrl-C) when the sweep
+is."""
+
+import ctypes
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_lit.study import Heartbeat
+from mnist_lit.sweep_file import flag_value
+
+
+@dataclass
+class FitOutcome:
+    result: dict[str, Any] | None  # the run's figures, when it finished
+    error: str | None  # why it failed, when it did
+    signal: int | None  # the signal that stopped the sweep (SIGTERM, SIGINT) during the fit
+
+
+def fit_command(config: Path, setting: dict, seed: int, flags: list[str], runs: Path) -> list[str]:
+    """`fit` for one seed of a setting, its runs in `runs` (version_N as for any run); the
+    setting comes last so that it wins over the config and the sweep's common flags."""
+    command = [sys.executable, "-m", "mnist_lit", "fit", "--config", str(config), *flags]
+    for key, value in setting.items():
+        if key != "config":
+            command += [f"--{key}", flag_value(value)]
+    command += ["--seed_everything", str(seed)]
+    command += ["--trainer.logger.init_args.save_dir", str(runs.parent)]
+    command += ["--trainer.logger.init_args.name", runs.name]
+    if list(runs.glob("version_*/checkpoints/last.ckpt")):
+        command += ["--ckpt_path", "last"]  # an earlier attempt was stopped: go on from there
+    return command
+
+
+def die_with_parent() -> None:
+    """Runs in the fit's process before it starts: if the sweep is killed outright (SIGKILL),
+    the fit gets SIGTERM and stops as a preempted run does, rather than run on unseen."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcome:
+    runs.mkdir(parents=True, exist_ok=True)
+    log_path = runs / "fit.log"
+    received: list[int] = []
+    with open(log_path, "a") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        # its own session: Ctrl-C in the terminal reaches the sweep, which passes it on once
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+
+        def forward(signum: int, frame: Any) -> None:
+            received.append(signum)
+            process.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with Heartbeat(storage, trial_id):
+                status = process.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if received:
+        return FitOutcome(None, None, received[0])
+    if status != 0:
+        return FitOutcome(None, failure_reason(log_path, status), None)
+    return read_result(runs)
+
+
+def failure_reason(log_path: Path, status: int) -> str:
+    """The fit's own `error:` line, else the last line it printed (a traceback's exception)."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+    errors = [line for line in lines if line.startswith("error:")]
+    last = errors[-1] if errors else next((line for line in reversed(lines) if line), "")
+    return f"exit status {status}: {last} (log: {log_path})"
+
+
+def read_result(runs: Path) -> FitOutcome:
+    """The figures the trial's run wrote to its metrics.json."""
+    summaries = sorted(runs.glob("version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if not summaries:
+        return FitOutcome(None, f"the fit wrote no metrics.json under {runs}", None)
+    metrics = json.loads(summaries[-1].read_text())
+    if metrics.get("best_val/acc") is None:
+        return FitOutcome(None, "no val/acc_best: a sweep chooses by validation", None)
+    result = {
+        "val_acc_best": metrics["best_val/acc"],
+        "test_acc": metrics.get("test/acc"),
+        "train_seconds": metrics.get("train_seconds"),
+        "epochs": metrics.get("epochs"),
+        "run": str(summaries[-1].parent.resolve()),
+    }
+    return FitOutcome(result, None, None)

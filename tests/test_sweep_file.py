@@ -1,0 +1,146 @@
+"""Sweep files and the sweep's flags: every mistake is one error before any training."""
+
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_lit.cli import main
+from mnist_lit.sweep import check_trial_flags
+from mnist_lit.sweep_file import SweepFileError, read_sweep_file, setting_label
+from tests.helpers import REPO
+
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+FAST = str(REPO / "configs" / "fast.yaml")
+
+
+def write_sweep(folder: Path, content: dict | str) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_files_parse_and_every_value_is_a_valid_flag(sweep):
+    parsed = read_sweep_file(sweep)
+    assert parsed.seeds and all(path.is_file() for path in parsed.configs.values())
+    check_trial_flags(parsed, [])  # raises on any key or value `fit` would refuse
+
+
+def test_grid_settings_cover_the_product_with_config_as_an_axis(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("model:\n  lr: 0.01\n")
+    sweep = read_sweep_file(
+        write_sweep(
+            tmp_path,
+            {
+                "configs": [FAST, str(other)],
+                "seeds": [1, 2, 3],
+                "grid": {"model.lr": [1e-3, 3e-3], "model.channels": [[8, 16, 32]]},
+            },
+        )
+    )
+    settings = sweep.grid_settings()
+    assert len(settings) == 2 * 2 * 1
+    assert {s["config"] for s in settings} == {"fast", "other"}
+    assert settings[0]["model.channels"] == "[8, 16, 32]"  # Optuna stores lists as JSON text
+    assert setting_label(settings[0], sweep.configs) == "fast,lr=0.001,channels=[8,16,32]"
+
+
+BAD_FILES = {
+    "unknown key": ({"configs": [FAST], "grids": {}}, "unknown keys ['grids']"),
+    "no configs": ({"seeds": [1]}, "configs must be a list"),
+    "missing config": ({"configs": ["nope.yaml"]}, "config nope.yaml is not a file"),
+    "empty grid": ({"configs": [FAST], "grid": {}}, "grid must map CLI keys"),
+    "empty values": ({"configs": [FAST], "grid": {"model.lr": []}}, "model.lr must have a non"),
+    "scalar values": ({"configs": [FAST], "grid": {"model.lr": 0.1}}, "model.lr must have a non"),
+    "repeated value": ({"configs": [FAST], "grid": {"model.lr": [1, 1]}}, "repeats a value"),
+    "seed reserved": ({"configs": [FAST], "grid": {"seed_everything": [1]}}, "set by the sweep"),
+    "flag spelling": ({"configs": [FAST], "grid": {"--model.lr": [1]}}, "without --"),
+    "seeds not ints": ({"configs": [FAST], "seeds": ["a"]}, "seeds must be integers"),
+    "repeated seed": ({"configs": [FAST], "seeds": [1, 1]}, "repeat a seed"),
+    "grid and search": ({"configs": [FAST], "grid": {}, "search": {}}, "one or the other"),
+    "no budget": ({"configs": [FAST], "search": {"space": {}}}, "search must have trials"),
+    "zero trials": (
+        {"configs": [FAST], "search": {"trials": 0, "space": {"model.lr": {"choices": [1]}}}},
+        "positive integer",
+    ),
+    "low above high": (
+        {"configs": [FAST], "search": {"trials": 2, "space": {"model.lr": {"low": 1, "high": 0}}}},
+        "low 1 must be below high 0",
+    ),
+    "log of zero": (
+        {
+            "configs": [FAST],
+            "search": {"trials": 2, "space": {"model.lr": {"low": 0.0, "high": 1.0, "log": True}}},
+        },
+        "log scale needs low > 0",
+    ),
+    "range typo": (
+        {"configs": [FAST], "search": {"trials": 2, "space": {"model.lr": {"lo": 0, "hi": 1}}}},
+        "must be {low, high}",
+    ),
+}
+
+
+@pytest.mark.parametrize("content, message", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_sweep_file_is_one_error_line_before_any_training(content, message, workdir, capsys):
+    path = write_sweep(workdir, content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(path)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.startswith("error:") and "Traceback" not in error
+    assert not (workdir / "lightning_logs").exists()
+
+
+def test_not_yaml_and_not_found(workdir, capsys):
+    for path, message in ((write_sweep(workdir, "a: [b"), "not valid YAML"),
+                          (workdir / "none.yaml", "does not exist")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(["sweep", str(path)])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "grid, flags, message",
+    [
+        ({"model.lr": ["fast"]}, [], "model.lr: fast with config fast"),
+        ({"model.learning_rate": [0.1]}, [], "model.learning_rate"),
+        ({"model.lr": [0.1]}, ["--trainer.max_epochz", "1"], "config fast with the flags"),
+        ({"model.lr": [0.1]}, ["--seed_everything", "3"], "--seed_everything: a sweep sets it"),
+        ({"model.lr": [0.1]}, ["--ckpt_path", "last"], "--ckpt_path: a sweep sets it"),
+        ({"model.lr": [0.1]}, ["--model.lr=0.2"], "--model.lr: the sweep file sweeps it"),
+    ],
+    ids=["wrong type", "unknown key", "bad flag", "seed flag", "ckpt flag", "swept flag"],
+)
+def test_values_and_flags_are_checked_as_fit_would_before_any_training(
+    grid, flags, message, workdir, capsys
+):
+    path = write_sweep(workdir, {"configs": [FAST], "grid": grid})
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(path), *flags])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (workdir / "lightning_logs").exists()
+
+
+def test_unwritable_root_and_unreachable_storage_are_one_line(workdir, capsys):
+    path = write_sweep(workdir, {"configs": [FAST], "grid": {"model.lr": [0.1]}})
+    (workdir / "afile").write_text("")
+    with socket.socket() as probe:  # a local port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cases = [
+        (["--root", "afile/sweeps"], "afile is a file"),
+        (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open it"),
+        (["--storage", f"postgresql://me:secret@127.0.0.1:{port}/db"], "cannot open it"),
+    ]
+    for flags, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(["sweep", str(path), *flags])
+        error = capsys.readouterr().err
+        assert exit_.value.code in (1, 2) and message in error, error
+        assert "secret" not in error and "Traceback" not in error
