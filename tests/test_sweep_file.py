@@ -8,7 +8,7 @@ import yaml
 
 from mnist_lit.cli import main
 from mnist_lit.sweep import check_trial_flags
-from mnist_lit.sweep_file import SweepFileError, read_sweep_file, setting_label
+from mnist_lit.sweep_file import read_sweep_file, setting_label
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -17,7 +17,8 @@ FAST = str(REPO / "configs" / "fast.yaml")
 
 def write_sweep(folder: Path, content: dict | str) -> Path:
     path = folder / "sweep.yaml"
-    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+    path.write_text(text)
     return path
 
 
