@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
@@ -38,7 +39,7 @@ def open_storage(url: str) -> RDBStorage:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return RDBStorage(
+        storage = RDBStorage(
             url,
             # SQLite: wait for a busy database rather than fail when workers write together
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
@@ -49,6 +50,26 @@ def open_storage(url: str) -> RDBStorage:
     except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
         reason = str(error).splitlines()[0]
         raise StorageError(f"--storage {safe_url(url)}: cannot open it ({reason})") from None
+    if url.startswith("sqlite"):
+        lock_on_begin(storage.engine)
+    return storage
+
+
+def lock_on_begin(engine: sqlalchemy.Engine) -> None:
+    """SQLite transactions take the database's write lock when they begin (SQLAlchemy's recipe
+    for serializable SQLite). By default pysqlite begins a transaction only at the first write,
+    so two workers both read a trial as waiting and both claim it; a database server's
+    `SELECT ... FOR UPDATE`, which Optuna uses, already prevents that."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def begin_immediate(connection: sqlalchemy.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners are replaced
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

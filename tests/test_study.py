@@ -1,0 +1,133 @@
+"""The sweep's Optuna study: each trial claimed once, lost trials handed back and counted once,
+a changed sweep refused, and the summary's statistics."""
+
+import csv
+import io
+import statistics
+import subprocess
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from mnist_lit import study as studies
+from mnist_lit.sweep_file import read_sweep_file
+from mnist_lit.sweep_summary import csv_text, markdown, summarise
+from tests.helpers import REPO
+
+FAST = str(REPO / "configs" / "fast.yaml")
+
+
+def sweep_file(folder: Path, **content) -> Path:
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump({"configs": [FAST], **content}, sort_keys=False))
+    return path
+
+
+def grid_study(tmp_path: Path, lrs=(1e-3, 2e-3, 3e-3), seeds=(1, 2, 3, 4)):
+    sweep = read_sweep_file(sweep_file(tmp_path, seeds=list(seeds), grid={"model.lr": list(lrs)}))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = studies.open_storage(url)
+    return sweep, url, storage, studies.open_study(storage, "grid", sweep, [])
+
+
+def test_grid_is_stored_once_as_waiting_trials(tmp_path):
+    sweep, url, storage, study = grid_study(tmp_path)
+    again = studies.open_study(studies.open_storage(url), "grid", sweep, [])  # a second worker
+    trials = again.get_trials()
+    assert len(trials) == 3 * 4 and all(t.state == TrialState.WAITING for t in trials)
+    assert {(t.params["model.lr"], t.params["seed"]) for t in trials} == {
+        (lr, seed) for lr in (1e-3, 2e-3, 3e-3) for seed in (1, 2, 3, 4)
+    }
+
+
+def test_workers_claim_every_trial_exactly_once(tmp_path):
+    _, url, _, _ = grid_study(tmp_path)
+    claimed: list[int] = []
+
+    def worker() -> None:  # each with its own connection, as separate processes have
+        storage = studies.open_storage(url)
+        study = optuna.load_study(study_name="grid", storage=storage)
+        while (trial := studies.claim_waiting(study, storage)) is not None:
+            claimed.append(trial.number)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == list(range(12))
+
+
+def test_changed_sweep_or_flags_are_refused_naming_what_changed(tmp_path):
+    sweep, url, storage, _ = grid_study(tmp_path)
+    fewer = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3]}))
+    with pytest.raises(studies.StorageError, match=r"its seeds were \[1, 2, 3, 4\], now \[1, 2\]"):
+        studies.open_study(storage, "grid", fewer, [])
+    with pytest.raises(studies.StorageError, match="its flags were"):
+        studies.open_study(storage, "grid", sweep, [["trainer.max_epochs", "1"]])
+
+
+def dead_pid() -> int:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return finished.pid
+
+
+def test_a_trial_whose_worker_died_is_handed_back_and_counted_once(tmp_path):
+    _, _, storage, study = grid_study(tmp_path, lrs=(1e-3,), seeds=(1, 2))
+    trial = studies.claim_waiting(study, storage)
+    storage.set_trial_user_attr(trial._trial_id, "worker", f"{studies.worker_id()[:-1]}x")
+    studies.recover_lost(study, storage)  # another worker's pid on this host: still running?
+    assert study.get_trials()[trial.number].state == TrialState.RUNNING
+    host = studies.worker_id().rpartition(":")[0]
+    storage.set_trial_user_attr(trial._trial_id, "worker", f"{host}:{dead_pid()}")
+    studies.recover_lost(study, storage)
+    trials = study.get_trials()
+    copy = trials[-1]
+    assert trials[trial.number].state == TrialState.FAIL and copy.state == TrialState.WAITING
+    assert copy.params == trial.params and len(trials) == 3
+    assert studies.settings_started(study) == 2  # the copy stands for the original
+    # both seeds finish; the summary counts the handed-back trial once, not as a failure
+    for _ in range(2):
+        claimed = studies.claim_waiting(study, storage)
+        seed = claimed.params["seed"]
+        result = {"seed": seed, "val_acc_best": 0.9, "test_acc": 0.8, "train_seconds": 1.0}
+        claimed.set_user_attr(f"run/{seed}", result)
+        study.tell(claimed, 0.9)
+    summary = summarise(study)
+    assert [len(s.runs) for s in summary.settings] == [2] and summary.failed == []
+
+
+def test_summary_statistics_ranking_and_failures(tmp_path):
+    _, _, storage, study = grid_study(tmp_path, lrs=(1e-3, 3e-3), seeds=(1, 2))
+    figures = {  # (lr, seed) -> val_acc_best, test_acc, train_seconds
+        (1e-3, 1): (0.990, 0.980, 10.0),
+        (1e-3, 2): (0.970, 0.960, 14.0),
+        (3e-3, 1): (0.995, 0.990, 12.0),
+    }
+    while (trial := studies.claim_waiting(study, storage)) is not None:
+        key = (trial.params["model.lr"], trial.params["seed"])
+        if key not in figures:
+            trial.set_user_attr("error", "non-finite loss")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        val, test, seconds = figures[key]
+        run = {"seed": key[1], "val_acc_best": val, "test_acc": test, "train_seconds": seconds}
+        trial.set_user_attr(f"run/{key[1]}", run)
+        study.tell(trial, val)
+    summary = summarise(study)
+    assert [s.label for s in summary.settings] == ["fast,lr=0.003", "fast,lr=0.001"]
+    assert summary.chosen.label == "fast,lr=0.003"
+    assert summary.failed == ["fast,lr=0.003 seed 2: non-finite loss"]
+    table = markdown(summary)
+    std = statistics.stdev([0.990, 0.970])
+    assert f"| `fast,lr=0.001` | 2 | 98.00 ± {100 * std:.2f} | 97.00 | 99.00 |" in table
+    assert "| `fast,lr=0.003` ← chosen | 1 | 99.50 | 99.50 | 99.50 |" in table
+    rows = list(csv.DictReader(io.StringIO(csv_text(summary))))
+    assert rows[1]["setting"] == "fast,lr=0.001" and rows[1]["chosen"] == "False"
+    assert float(rows[1]["val_acc_best_mean"]) == pytest.approx(0.98)
+    assert float(rows[1]["train_seconds_std"]) == pytest.approx(statistics.stdev([10, 14]))
