@@ -1,5 +1,6 @@
 """`mnist-lit report RUN [RUN ...]`: one PNG of a run's curves and pictures, read from its
-TensorBoard event files; with several runs, their validation curves on one plot."""
+TensorBoard event files; with several runs, their validation curves on one plot; for a sweep's
+folder, each setting's validation curves over its seeds."""
 
 import io
 import json
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.errors import UserError
+from mnist_lit.sweep_report import sweep_figure, sweep_runs
 
 HELP = "Draw a run's curves and pictures (or several runs' curves) as one PNG."
 
@@ -136,6 +138,10 @@ def comparison_figure(runs: list[Run]) -> Figure:
 
 def report(paths: list[Path], output: Path | None = None) -> Path:
     """Draw one report PNG and return its path (default: report.png in the first run folder)."""
+    if len(paths) == 1 and sweep_runs(Path(paths[0])):  # a sweep's folder: its settings
+        output = Path(output) if output else Path(paths[0]) / "report.png"
+        sweep_figure(Path(paths[0]), Run).savefig(output, dpi=80)
+        return output
     runs = [Run(find_run(Path(path))) for path in paths]
     figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
     output = Path(output) if output else runs[0].folder / "report.png"
@@ -145,7 +151,9 @@ def report(paths: list[Path], output: Path | None = None) -> Path:
 
 def parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mnist-lit report", description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders, or lightning_logs/")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run folders, lightning_logs/, or a sweep's folder"
+    )
     parser.add_argument("--output", type=Path | None, help="PNG path (default: RUN/report.png)")
     return parser
 

@@ -42,7 +42,7 @@ def parser() -> ArgumentParser:
         epilog="Every other flag (e.g. --data.data_dir ../shared/data, or --trainer.max_epochs 1 "
         "--trainer.limit_train_batches 20 for a dry run) is passed to every trial's `fit`.",
     )
-    parser.add_argument("sweep_file", type=Path | None, help="configs/sweeps/*.yaml")
+    parser.add_argument("sweep_file", type=Path | None, nargs="?", help="configs/sweeps/*.yaml")
     parser.add_argument("--name", type=str | None, help="the sweep's name (default: file stem)")
     parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"),
                         help="the sweep's folder is ROOT/NAME")  # fmt: skip

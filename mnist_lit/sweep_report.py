@@ -1,0 +1,50 @@
+"""The report of a sweep folder: each setting's validation curves by epoch (settings may differ
+in batch size, so steps would not line up), the mean over its seeds as a line and their range
+as a band."""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def sweep_runs(folder: Path) -> dict[str, list[Path]]:
+    """Run folders by setting, for a sweep's layout SETTING/seed_S/version_N; empty otherwise."""
+    runs: dict[str, list[Path]] = {}
+    for events in sorted(folder.glob("*/seed_*/version_*/events.out.tfevents.*")):
+        run = events.parent
+        setting = runs.setdefault(run.parents[1].name, [])
+        if run not in setting:
+            setting.append(run)
+    return runs
+
+
+def by_epoch(run, tag: str) -> np.ndarray:
+    """The run's value of `tag` after each validated epoch (a resumed run's repeats dropped)."""
+    steps, values = run.scalars(tag)
+    _, first = np.unique(steps, return_index=True)
+    return values[np.sort(first)]
+
+
+def sweep_figure(folder: Path, load_run) -> Figure:
+    settings = sweep_runs(folder)
+    figure = Figure(figsize=(13, 5.5), layout="constrained")
+    figure.suptitle(f"sweep {folder.name}: validation by epoch, mean over seeds (band: min-max)")
+    for ax, metric in zip(figure.subplots(1, 2), ("acc", "loss")):
+        for label, runs in settings.items():
+            curves = [by_epoch(load_run(run), f"val/{metric}") for run in runs]
+            epochs = min(len(curve) for curve in curves)
+            if not epochs:
+                continue
+            stacked = np.stack([curve[:epochs] for curve in curves])
+            x = np.arange(1, epochs + 1)
+            (line,) = ax.plot(
+                x, stacked.mean(0), "o-", markersize=3, label=f"{label} (n={len(runs)})"
+            )
+            ax.fill_between(x, stacked.min(0), stacked.max(0), color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"val/{metric}")
+        if metric == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure

@@ -1,0 +1,204 @@
+"""Sweeps as users run them, in real processes on tiny data: every trial an ordinary `fit`,
+the summary equal to the runs' own metrics.json, resumed after a kill without running a
+finished trial twice, and shared by two workers on SQLite or on a PostgreSQL server."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tests.helpers import REPO, tiny_args
+
+pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process
+FAST = str(REPO / "configs" / "fast.yaml")
+
+
+def quick_flags(data: Path, epochs: int = 1) -> list[str]:
+    return [*tiny_args(data), f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=3"]
+
+
+def write_grid(folder: Path, seeds: list[int], lrs: list[float], name: str = "grid") -> Path:
+    path = folder / f"{name}.yaml"
+    content = {"configs": [FAST], "seeds": seeds, "grid": {"model.lr": lrs}}
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mnist_lit", "sweep", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return output
+
+
+def fits_started(log: Path) -> list[str]:
+    """The fit commands a trial's log records, one per attempt."""
+    return [line for line in log.read_text().splitlines() if line.startswith("$ ")]
+
+
+def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tiny_mnist):
+    grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-5, 3e-5])  # low: accuracies differ
+    output = finish(sweep(str(grid), "--data.batch_size=16", *quick_flags(tiny_mnist), cwd=workdir))
+    folder = workdir / "lightning_logs" / "sweeps" / "grid"
+    rows = {row["setting"]: row for row in read_csv(folder / "summary.csv")}
+    assert set(rows) == {"fast,lr=1e-05", "fast,lr=3e-05"} and "← chosen" in output
+    for setting, row in rows.items():
+        runs = sorted(folder.glob(f"{setting}/seed_*/version_0"))
+        assert len(runs) == 2  # one run folder per seed, as a hand-started fit leaves
+        metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+        val = [m["best_val/acc"] for m in metrics]
+        test = [m["test/acc"] for m in metrics]
+        assert float(row["val_acc_best_mean"]) == pytest.approx(statistics.fmean(val))
+        assert float(row["val_acc_best_std"]) == pytest.approx(statistics.stdev(val))
+        assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(test))
+        config = yaml.safe_load((runs[0] / "config.yaml").read_text())
+        assert config["model"]["lr"] == float(setting.split("=")[1])
+        assert config["data"]["batch_size"] == 16  # the sweep's flags reach every trial
+        assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
+    best = max(rows.values(), key=lambda row: float(row["val_acc_best_mean"]))
+    assert best["chosen"] == "True"
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def wait_for(condition, what: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=str)
+def test_a_stopped_sweep_carries_on_without_running_a_finished_trial_twice(
+    stop, workdir, tiny_mnist
+):
+    grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-3])
+    flags = [str(grid), *quick_flags(tiny_mnist, epochs=10), "--data.batch_size=32"]
+    folder = workdir / "lightning_logs" / "sweeps" / "grid" / "fast,lr=0.001"
+    first = sweep(*flags, cwd=workdir)
+    second_run = folder / "seed_2" / "version_0"
+    # stop it inside the second trial, once that trial has a checkpoint to resume from
+    wait_for(lambda: (second_run / "checkpoints" / "last.ckpt").is_file(), "the second trial")
+    first.send_signal(stop)
+    first.communicate(timeout=120)
+    assert first.returncode == (128 + stop if stop != signal.SIGKILL else -signal.SIGKILL)
+    # SIGKILL: the fit gets SIGTERM from the kernel when the sweep dies, and stops as a
+    # preempted run; let it finish stopping before starting again
+    log = folder / "seed_2" / "fit.log"
+    wait_for(lambda: "Stopped by" in log.read_text() or "KeyboardInterrupt" in log.read_text(),
+             "the fit to stop", 120)  # fmt: skip
+    output = finish(sweep(*flags, cwd=workdir))
+    assert len(fits_started(folder / "seed_1" / "fit.log")) == 1  # finished: not rerun
+    attempts = fits_started(log)
+    assert len(attempts) == 2 and "--ckpt_path last" in attempts[1]  # resumed, not restarted
+    metrics = json.loads((second_run / "metrics.json").read_text())
+    assert metrics["epochs"] == 10  # one run, its epochs counted across the stop
+    assert "| `fast,lr=0.001` ← chosen | 2 |" in output  # each seed counted once
+
+
+def test_two_workers_share_a_grid_on_sqlite(workdir, tiny_mnist):
+    check_two_workers(workdir, tiny_mnist, [])
+
+
+def find_postgres(program: str) -> str | None:
+    found = shutil.which(program) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server: its own cluster in a temporary folder, on a free local
+    port, stopped and deleted afterwards (`.ci/run` installs Debian's postgresql)."""
+    initdb, pg_ctl = find_postgres("initdb"), find_postgres("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="mnist-lit-postgres-"))
+    as_owner = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    subprocess.run([*as_owner, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    start = [*as_owner, pg_ctl, "-D", data, "-l", folder / "server.log", "-o", options, "-w"]
+    subprocess.run([*start, "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        stop = [*as_owner, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
+        subprocess.run(stop, check=True, capture_output=True)
+        shutil.rmtree(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_workers_share_a_grid_on_a_postgresql_server(workdir, tiny_mnist, postgres_url):
+    check_two_workers(workdir, tiny_mnist, ["--storage", postgres_url])
+
+
+def check_two_workers(workdir: Path, data: Path, storage: list[str]) -> None:
+    grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-3, 2e-3])
+    workers = [sweep(str(grid), *storage, *quick_flags(data), cwd=workdir) for _ in range(2)]
+    for worker in workers:
+        finish(worker)
+    folder = workdir / "lightning_logs" / "sweeps" / "grid"
+    logs = sorted(folder.glob("*/seed_*/fit.log"))
+    assert len(logs) == 4 and all(len(fits_started(log)) == 1 for log in logs)
+    url = storage[1] if storage else f"sqlite:///{folder / 'optuna.db'}"
+    trials = optuna.load_study(study_name="grid", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+
+
+def test_search_records_its_trials_and_picks_by_validation(workdir, tiny_mnist):
+    path = workdir / "search.yaml"
+    space = {
+        "model.lr": {"low": 1e-5, "high": 1e-3, "log": True},
+        "data.batch_size": {"choices": [16, 32]},
+    }
+    path.write_text(
+        yaml.safe_dump({"configs": [FAST], "seeds": [1], "search": {"trials": 3, "space": space}})
+    )
+    output = finish(sweep(str(path), *quick_flags(tiny_mnist), cwd=workdir))
+    folder = workdir / "lightning_logs" / "sweeps" / "search"
+    trials = optuna.load_study(
+        study_name="search", storage=f"sqlite:///{folder / 'optuna.db'}"
+    ).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        metrics = json.loads(
+            (folder / f"trial_{trial.number}" / "seed_1" / "version_0" / "metrics.json").read_text()
+        )
+        assert trial.value == metrics["best_val/acc"]
+        assert 1e-5 <= trial.params["model.lr"] <= 1e-3
+    best = max(trials, key=lambda t: t.value)
+    chosen = next(row for row in read_csv(folder / "summary.csv") if row["chosen"] == "True")
+    assert float(chosen["val_acc_best_mean"]) == pytest.approx(best.value)
+    assert "search" in output
