@@ -6,6 +6,7 @@ import io
 import statistics
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from mnist_lit import study as studies
+from mnist_lit.sweep import common_flags
 from mnist_lit.sweep_file import read_sweep_file
 from mnist_lit.sweep_summary import csv_text, markdown, summarise
 from tests.helpers import REPO
@@ -131,3 +133,26 @@ def test_summary_statistics_ranking_and_failures(tmp_path):
     assert rows[1]["setting"] == "fast,lr=0.001" and rows[1]["chosen"] == "False"
     assert float(rows[1]["val_acc_best_mean"]) == pytest.approx(0.98)
     assert float(rows[1]["train_seconds_std"]) == pytest.approx(statistics.stdev([10, 14]))
+
+
+def test_a_trial_silent_past_the_grace_period_is_handed_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(studies, "GRACE_SECONDS", 1)
+    _, url, _, _ = grid_study(tmp_path, lrs=(1e-3,), seeds=(1,))
+    storage = studies.open_storage(url)  # with the short grace period
+    study = optuna.load_study(study_name="grid", storage=storage)
+    trial = studies.claim_waiting(study, storage)
+    storage.set_trial_user_attr(trial._trial_id, "worker", "another-machine:123")
+    studies.recover_lost(study, storage)
+    assert study.get_trials()[0].state == TrialState.RUNNING  # its heartbeat is fresh
+    time.sleep(2.5)  # a second's grace, measured by the database's clock in whole seconds
+    studies.recover_lost(study, storage)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trial.params
+
+
+def test_only_flags_that_describe_the_machine_may_differ_between_workers():
+    flags = ["--data.data_dir", "/a", "--trainer.devices=1", "--trainer.max_epochs", "2"]
+    other = ["--data.data_dir=/b", "--trainer.max_epochs", "2", "--data.num_workers", "8"]
+    assert common_flags(flags) == common_flags(other) == [["trainer.max_epochs", "2"]]
+    assert common_flags(["--trainer.max_epochs", "3"]) != common_flags(flags)
