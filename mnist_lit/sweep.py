@@ -10,10 +10,13 @@ import warnings
 from argparse import ArgumentError
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import optuna
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 from optuna.trial import TrialState
+from torch.utils.tensorboard import SummaryWriter
 
 from mnist_lit import study as studies
 from mnist_lit import sweep_summary
@@ -28,6 +31,7 @@ from mnist_lit.sweep_file import (
     setting_label,
 )
 from mnist_lit.sweep_trial import fit_command, run_fit
+from mnist_lit.tracking import sweep_experiment
 
 HELP = "Run a sweep file's fits (grid or Optuna search, over seeds), resumably, and summarise."
 OWN_OPTIONS = ("--storage", "--name", "--root", "--summary")
@@ -95,9 +99,10 @@ def check_flags(sweep: SweepFile, flags: list[str]) -> None:
             raise SweepFileError(f"--{key}: the sweep file sweeps it; remove the flag")
 
 
-def check_trial_flags(sweep: SweepFile, flags: list[str]) -> None:
+def check_trial_flags(sweep: SweepFile, flags: list[str]) -> dict[str, dict]:
     """Every config with the sweep's flags and each swept value parses as `fit` would, before
-    any training: a wrong key or a value of the wrong type is one error naming it."""
+    any training: a wrong key or a value of the wrong type is one error naming it. Returns each
+    config as `fit` resolves it with the flags."""
     from mnist_lit.cli import run as cli  # the CLI lists this subcommand: import when used
 
     checks = [({}, "")]
@@ -105,20 +110,49 @@ def check_trial_flags(sweep: SweepFile, flags: list[str]) -> None:
     for key, distribution in sweep.space.items():
         values = getattr(distribution, "choices", None) or (distribution.low, distribution.high)
         checks += [({key: v}, f"{key}: {v}") for v in values]
+    resolved = {}
     for name, config in sweep.configs.items():
         for setting, what in checks:
             args = ["fit", "--config", str(config), *flags]
             args += [item for k, v in setting.items() for item in (f"--{k}", flag_value(v))]
+            printed = io.StringIO()
             try:
-                with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                with redirect_stdout(printed), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # e.g. that sys.argv differs from args
                     cli([*args, "--print_config"])
             except SystemExit:
+                resolved.setdefault(name, yaml.safe_load(printed.getvalue()))
                 continue
             except (ArgumentError, UserError) as error:
                 where = f"{what} with config {name}" if what else f"config {name} with the flags"
                 reason = " ".join(str(error).split())  # jsonargparse's run over lines
                 raise SweepFileError(f"{sweep.path}: {where}: {reason}") from None
+    return resolved
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and "class_path" not in value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def varied_keys(sweep: SweepFile, resolved: dict[str, dict]) -> list[str]:
+    """The CLI keys whose values differ between the sweep's trials: swept, set differently by
+    its configs, and the seed."""
+    configs = [flatten(config) for config in resolved.values()]
+    differing = [k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs[1:])]
+    seeds = ["seed_everything"] if len(sweep.seeds) > 1 else []
+    return [*sweep.grid, *sweep.space, *differing, *seeds]
+
+
+def write_experiment(folder: Path, keys: list[str]) -> None:
+    """TensorBoard's HParams tab on the sweep's folder: the varied keys as its first columns."""
+    with SummaryWriter(folder) as writer:
+        writer._get_file_writer().add_summary(sweep_experiment(keys))
 
 
 def run(options: Namespace) -> Path:
@@ -128,7 +162,7 @@ def run(options: Namespace) -> Path:
         raise SweepFileError("no sweep file; e.g. mnist-lit sweep configs/sweeps/seeds.yaml")
     sweep = read_sweep_file(options.sweep_file)
     check_flags(sweep, options.trial_flags)
-    check_trial_flags(sweep, options.trial_flags)
+    resolved = check_trial_flags(sweep, options.trial_flags)
     name = options.name or sweep.path.stem
     folder = options.root / name
     check_writable(folder, "--root")
@@ -137,6 +171,7 @@ def run(options: Namespace) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
     storage = studies.open_storage(url)
     study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
+    write_experiment(folder, varied_keys(sweep, resolved))
     status = Worker(sweep, study, storage, folder, options.trial_flags).work()
     summary = sweep_summary.summarise(study)
     print(sweep_summary.markdown(summary))

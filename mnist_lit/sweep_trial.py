@@ -5,6 +5,7 @@ is."""
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 from mnist_lit.study import Heartbeat
 from mnist_lit.sweep_file import flag_value
+from mnist_lit.tracking import IN_SWEEP
 
 
 @dataclass
@@ -55,7 +57,7 @@ def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcom
         # its own session: Ctrl-C in the terminal reaches the sweep, which passes it on once
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent, env={**os.environ, IN_SWEEP: "1"},
         )  # fmt: skip
 
         def forward(signum: int, frame: Any) -> None:

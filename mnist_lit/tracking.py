@@ -1,5 +1,6 @@
 """TensorBoard extras: prediction pictures, hyperparameters with real metrics, the run's config."""
 
+import os
 from typing import Any
 
 import lightning as L
@@ -7,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -16,6 +19,9 @@ from mnist_lit.mnist import NUM_CLASSES
 
 # HParams-tab metrics: scalar tags the run logs anyway, so no placeholder values are written.
 HPARAM_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
+# Set by `sweep` for its trials: the sweep's folder holds the HParams experiment (its columns are
+# the swept keys), and TensorBoard shows the first experiment it finds, so trials write none.
+IN_SWEEP = "MNIST_LIT_SWEEP_TRIAL"
 
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -101,6 +107,7 @@ def run_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
     params = {f"model/{k}": v for k, v in pl_module.hparams.items()}
     if trainer.datamodule is not None:
         params.update({f"data/{k}": v for k, v in trainer.datamodule.hparams.items()})
+    params = {k: v for k, v in params.items() if "/_" not in k}  # e.g. Lightning's _instantiator
     for index, optimizer in enumerate(trainer.optimizers):
         params[f"optimizer{index or ''}"] = type(optimizer).__name__
         params[f"optimizer{index or ''}/lr"] = optimizer.defaults.get("lr")
@@ -139,7 +146,7 @@ class HyperparametersWithMetrics(L.Callback):
         # The metric values are read from the scalar tags of the same names.
         experiment, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))
         writer = logger.experiment._get_file_writer()
-        for summary in (experiment, start, end):
+        for summary in (start, end) if os.environ.get(IN_SWEEP) else (experiment, start, end):
             writer.add_summary(summary)
 
 
@@ -152,3 +159,30 @@ class SaveConfigToTensorBoard(SaveConfigCallback):
             config = self.parser.dump(self.config, skip_none=False)
             indented = "\n".join("    " + line for line in config.splitlines())  # markdown code
             logger.experiment.add_text("config", indented, 0)
+
+
+def hparam_name(cli_key: str) -> str | None:
+    """The HParams column a run logs for a CLI key (see run_hyperparameters), if it logs one."""
+    if cli_key == "seed_everything":
+        return "seed"
+    section, _, name = cli_key.partition(".")
+    logged = section in ("model", "data") or cli_key in ("trainer.precision", "trainer.max_epochs")
+    return f"{section}/{name}" if logged and name else None
+
+
+def sweep_experiment(cli_keys: list[str]) -> summary_pb2.Summary:
+    """The HParams experiment of a sweep: the keys it varies as the first, ticked columns (marked
+    as differing, which TensorBoard shows first), beside the metrics that choose and report."""
+    names = dict.fromkeys(name for key in cli_keys if (name := hparam_name(key)))
+    experiment = api_pb2.Experiment(
+        hparam_infos=[api_pb2.HParamInfo(name=name, differs=True) for name in names],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAM_METRICS],
+    )
+    summary = summary_pb2.Summary()
+    content = plugin_data_pb2.HParamsPluginData(experiment=experiment)
+    summary.value.add(
+        tag=metadata.EXPERIMENT_TAG,
+        metadata=metadata.create_summary_metadata(content),
+        tensor=metadata.NULL_TENSOR,
+    )
+    return summary

@@ -19,6 +19,8 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from tests.helpers import REPO, tiny_args
 
@@ -75,6 +77,19 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
         assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
     best = max(rows.values(), key=lambda row: float(row["val_acc_best_mean"]))
     assert best["chosen"] == "True"
+    # TensorBoard's HParams tab: the sweep's experiment names the varied keys as its columns,
+    # and the trials add their values without experiments of their own to compete with it
+    assert hparams_columns(folder) == ["model/lr", "seed"]
+    assert hparams_columns(runs[0]) is None
+
+
+def hparams_columns(folder: Path) -> list[str] | None:
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    content = events.PluginTagToContent("hparams").get(metadata.EXPERIMENT_TAG)
+    if content is None:
+        return None
+    return [info.name for info in metadata.parse_experiment_plugin_data(content).hparam_infos]
 
 
 def read_csv(path: Path) -> list[dict]:
