@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mnist_lit.cli import main
-from mnist_lit.sweep import check_trial_flags
+from mnist_lit.sweep_flags import check_trial_flags
 from mnist_lit.sweep_file import read_sweep_file, setting_label
 from tests.helpers import REPO
 
