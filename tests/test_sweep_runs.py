@@ -111,7 +111,7 @@ def test_a_stopped_sweep_carries_on_without_running_a_finished_trial_twice(
     stop, workdir, tiny_mnist
 ):
     grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-3])
-    flags = [str(grid), *quick_flags(tiny_mnist, epochs=10), "--data.batch_size=32"]
+    flags = [str(grid), *quick_flags(tiny_mnist, epochs=6), "--data.batch_size=32"]
     folder = workdir / "lightning_logs" / "sweeps" / "grid" / "fast,lr=0.001"
     first = sweep(*flags, cwd=workdir)
     second_run = folder / "seed_2" / "version_0"
@@ -130,7 +130,7 @@ def test_a_stopped_sweep_carries_on_without_running_a_finished_trial_twice(
     attempts = fits_started(log)
     assert len(attempts) == 2 and "--ckpt_path last" in attempts[1]  # resumed, not restarted
     metrics = json.loads((second_run / "metrics.json").read_text())
-    assert metrics["epochs"] == 10  # one run, its epochs counted across the stop
+    assert metrics["epochs"] == 6  # one run, its epochs counted across the stop
     assert "| `fast,lr=0.001` ← chosen | 2 |" in output  # each seed counted once
 
 
