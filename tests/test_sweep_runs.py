@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
+from mnist_lit.cli import main
 from tests.helpers import REPO, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process
@@ -81,6 +82,14 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
     # and the trials add their values without experiments of their own to compete with it
     assert hparams_columns(folder) == ["model/lr", "seed"]
     assert hparams_columns(runs[0]) is None
+    # the table again without training, and the sweep's picture
+    again = subprocess.run(
+        [sys.executable, "-m", "mnist_lit", "sweep", "--summary", str(folder)],
+        cwd=workdir, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert again.returncode == 0 and (folder / "summary.md").read_text() in again.stdout
+    main(["report", str(folder)])
+    assert (folder / "report.png").stat().st_size > 10_000
 
 
 def hparams_columns(folder: Path) -> list[str] | None:
@@ -217,3 +226,17 @@ def test_search_records_its_trials_and_picks_by_validation(workdir, tiny_mnist):
     chosen = next(row for row in read_csv(folder / "summary.csv") if row["chosen"] == "True")
     assert float(chosen["val_acc_best_mean"]) == pytest.approx(best.value)
     assert "search" in output
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(workdir, tiny_mnist):
+    path = workdir / "bad.yaml"
+    grid = {"model.dropout": [0.0, 1.5]}  # 1.5 parses as a float; the model refuses it
+    path.write_text(yaml.safe_dump({"configs": [FAST], "seeds": [1], "grid": grid}))
+    process = sweep(str(path), *quick_flags(tiny_mnist), cwd=workdir)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 1  # after finishing the others and printing the summary
+    assert "| `fast,dropout=0.0` ← chosen | 1 |" in output
+    assert (
+        "Failed: fast,dropout=1.5 seed 1: seed 1: exit status 2: error: --model.dropout 1.5"
+        in output
+    )
