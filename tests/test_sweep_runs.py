@@ -115,7 +115,7 @@ def wait_for(condition, what: str, seconds: float = 300) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=str)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_sweep_carries_on_without_running_a_finished_trial_twice(
     stop, workdir, tiny_mnist
 ):
@@ -235,7 +235,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(workd
     process = sweep(str(path), *quick_flags(tiny_mnist), cwd=workdir)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 1  # after finishing the others and printing the summary
-    assert "| `fast,dropout=0.0` ← chosen | 1 |" in output
+    assert "| `fast,dropout=0` ← chosen | 1 |" in output
     assert (
         "Failed: fast,dropout=1.5 seed 1: seed 1: exit status 2: error: --model.dropout 1.5"
         in output
