@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from mnist_lit.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
 from mnist_lit.errors import ConfigError
 from mnist_lit.predictions import PredictionWriter
+from mnist_lit.runs import run_folder
 from mnist_lit.summary import RunSummary
 from mnist_lit.tracking import HyperparametersWithMetrics, PredictionPictures
 
@@ -46,15 +47,33 @@ class MNISTTrainer(L.Trainer):
             test_after_fit: After fitting, test the best checkpoint on the official test set.
         """
         super().fit(*args, **kwargs)
-        if not test_after_fit or self.fast_dev_run:
+        if self.fast_dev_run:
             return
-        if self.checkpoint_callback and self.checkpoint_callback.best_model_path:
+        if not test_after_fit:
+            pass
+        elif self.checkpoint_callback and self.checkpoint_callback.best_model_path:
             self.test(self.lightning_module, datamodule=self.datamodule, ckpt_path="best")
         else:
             rank_zero_warn(
                 "No best checkpoint was saved (validation off?); testing the final weights."
             )
             super().test(self.lightning_module, datamodule=self.datamodule)
+        self.print_results()
+
+    def print_results(self) -> None:
+        """The run's folder and files, and the commands that show them."""
+        run = run_folder(self)  # every process: under DDP this is a collective call
+        if not self.is_global_zero:
+            return
+        lines = [f"Run: {run}/ (metrics.json, config.yaml, TensorBoard events)"]
+        checkpoint = self.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            score = checkpoint.best_model_score
+            best = Path(checkpoint.best_model_path)
+            lines.append(f"Best checkpoint: {best} (val/acc {score:.4f})")
+        lines.append(f"Curves: tensorboard --logdir {run.parent}")
+        lines.append(f"Picture: python -m mnist_lit report {run}")
+        print("\n".join(lines))
 
     def validate(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
         """Evaluate a checkpoint on the validation split.

@@ -46,7 +46,7 @@ def test_help_lists_every_subcommand_and_each_its_own_flags(workdir, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     listed = capsys.readouterr().out
-    for subcommand in ("fit", "validate", "test", "predict", "report", "export"):
+    for subcommand in ("fit", "validate", "test", "predict", "report", "export", "sweep"):
         assert f"    {subcommand} " in listed, subcommand
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
@@ -73,10 +73,16 @@ def test_fit_tests_best_checkpoint_and_writes_metrics(tiny_run):
     assert config["data"]["batch_size"] == 16 and config["trainer"]["max_epochs"] == 3
 
 
-def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir):
+def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=1", "--test_after_fit=false"])
     metrics = json.loads((run_dir(workdir, 0) / "metrics.json").read_text())
     assert "best_val/acc" in metrics and "test/acc" not in metrics
+    # fit ends by saying where its results are and how to see them
+    printed = capsys.readouterr().out
+    assert "Run: lightning_logs/version_0/ (metrics.json" in printed
+    best = "lightning_logs/version_0/checkpoints/best.ckpt"
+    assert f"Best checkpoint: {best} (val/acc {metrics['best_val/acc']:.4f})" in printed
+    assert "Curves: tensorboard --logdir lightning_logs\n" in printed
 
 
 def test_validate_test_predict_from_a_checkpoint(tiny_run, workdir):
