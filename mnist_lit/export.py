@@ -11,6 +11,7 @@ from jsonargparse import ArgumentParser, Namespace
 from mnist_lit.checkpoints import load_classifier
 from mnist_lit.errors import UserError
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
+from mnist_lit.runs import check_writable
 
 HELP = "Write the trained network as ONNX or a torch.export program, for other programs."
 
@@ -91,6 +92,8 @@ def run(options: Namespace) -> Path:
     for path in (output, sidecar):
         if path.exists() and not options.overwrite:
             raise ExportOutputError(f"{path} exists; pass --overwrite or another --output")
+    check_writable(output.parent, "--output")  # before the work, not after it
+    output.parent.mkdir(parents=True, exist_ok=True)
     export(options.ckpt_path, options.format, output)
     print(f"Wrote {output} and {output.with_suffix('.json')}")
     return output

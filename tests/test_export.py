@@ -73,3 +73,15 @@ def test_the_json_beside_the_model_is_never_overwritten_or_the_model(exported, t
     assert "choose a name that does not end in .json" in err
     assert f"{notes} exists; pass --overwrite" in err
     assert notes.read_text() == "my notes\n" and not (tmp_path / "notes.pt2").exists()
+
+
+def test_export_creates_the_output_folder_or_says_why_it_cannot(exported, tmp_path, capsys):
+    checkpoint = exported[1]
+    output = tmp_path / "new" / "deeper" / "model.pt2"
+    main(["export", f"--ckpt_path={checkpoint}", "--format=torch", f"--output={output}"])
+    assert output.is_file() and output.with_suffix(".json").is_file()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path}/afile/model.onnx"])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 1 and "afile is a file. Choose another with --output" in error
