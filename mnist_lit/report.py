@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lit.errors import UserError
 from mnist_lit.sweep_report import sweep_figure, sweep_runs
 
+FORMATS = (".png", ".pdf", ".svg")
 HELP = "Draw a run's curves and pictures (or several runs' curves) as one PNG."
 
 
@@ -23,7 +24,8 @@ class ReportError(UserError, ValueError):
 
 
 def find_run(path: Path) -> Path:
-    """A run folder itself, or the newest run below a parent such as lightning_logs/."""
+    """A run folder itself, or the newest training run below a parent such as lightning_logs/
+    (evaluation runs of `test`, `validate` and `predict` have no checkpoints of their own)."""
     if not path.is_dir():
         raise ReportError(f"{path} is not a folder; pass a run such as lightning_logs/version_0")
     if any(path.glob("events.out.tfevents.*")):
@@ -31,7 +33,10 @@ def find_run(path: Path) -> Path:
     runs = {event.parent for event in path.rglob("events.out.tfevents.*")}
     if not runs:
         raise ReportError(f"{path} holds no TensorBoard event files; train with `fit` first")
-    return max(runs, key=lambda run: max(e.stat().st_mtime for e in run.glob("events.*")))
+    trained = [run for run in runs if (run / "checkpoints").is_dir()]
+    if not trained:
+        raise ReportError(f"{path} holds no training run (only evaluations); pass a run folder")
+    return max(trained, key=lambda run: max(e.stat().st_mtime for e in run.glob("events.*")))
 
 
 class Run:
@@ -66,7 +71,7 @@ class Run:
         figures = [("test acc", "test/acc"), ("best val acc", "val/acc_best")]
         parts = [f"{label} {value:.2%}" for label, tag in figures if (value := self.last(tag))]
         if epochs := len(self.scalars("val/acc")[1]):
-            parts.append(f"{epochs} validated epochs")
+            parts.append(f"{epochs} validated epoch{'s' if epochs > 1 else ''}")
         summary = self.folder / "metrics.json"  # written by the run, when it finished fitting
         if summary.is_file() and (seconds := json.loads(summary.read_text()).get("train_seconds")):
             parts.append(f"{seconds:.0f} s training")
@@ -136,16 +141,21 @@ def comparison_figure(runs: list[Run]) -> Figure:
     return figure
 
 
-def report(paths: list[Path], output: Path | None = None) -> Path:
-    """Draw one report PNG and return its path (default: report.png in the first run folder)."""
+def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Path:
+    """Draw one report picture and return its path (default: report.png in the first run
+    folder); a .pdf or .svg output is drawn as vectors."""
+    if output is not None and Path(output).suffix.lower() not in FORMATS:
+        raise ReportError(f"--output {output}: the picture must end in one of {FORMATS}")
     if len(paths) == 1 and sweep_runs(Path(paths[0])):  # a sweep's folder: its settings
         output = Path(output) if output else Path(paths[0]) / "report.png"
-        sweep_figure(Path(paths[0]), Run).savefig(output, dpi=80)
+        sweep_figure(Path(paths[0]), Run).savefig(output, dpi=dpi)
         return output
     runs = [Run(find_run(Path(path))) for path in paths]
+    if not any(run.tags["scalars"] for run in runs):
+        raise ReportError(f"{runs[0].folder} has no curves yet: nothing to draw")
     figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
     output = Path(output) if output else runs[0].folder / "report.png"
-    figure.savefig(output, dpi=80)
+    figure.savefig(output, dpi=dpi)
     return output
 
 
@@ -154,11 +164,14 @@ def parser() -> ArgumentParser:
     parser.add_argument(
         "runs", nargs="+", type=Path, help="run folders, lightning_logs/, or a sweep's folder"
     )
-    parser.add_argument("--output", type=Path | None, help="PNG path (default: RUN/report.png)")
+    parser.add_argument(
+        "--output", type=Path | None, help="picture: .png, .pdf or .svg (default: RUN/report.png)"
+    )
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of a PNG")
     return parser
 
 
 def run(options: Namespace) -> Path:
-    path = report(options.runs, options.output)
+    path = report(options.runs, options.output, options.dpi)
     print(f"Wrote {path}")
     return path

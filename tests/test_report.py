@@ -23,19 +23,32 @@ def test_report_of_one_run(tiny_run):
     path = main(["report", str(folder)])
     assert path == folder / "report.png"
     pixels = read_png(path)
-    assert pixels.shape[:2] == (880, 1040)  # 13 x 11 inches at 80 dpi
+    assert pixels.shape[:2] == (1650, 1950)  # 13 x 11 inches at 150 dpi
     assert_not_blank(pixels)
 
 
-def test_parent_folder_picks_the_newest_run(tiny_run, tmp_path):
+def test_parent_folder_picks_the_newest_training_run(tiny_run, tmp_path):
     folder, _ = tiny_run
     logs = tmp_path / "lightning_logs"
-    older, newer = logs / "version_0", logs / "version_1"
+    older, newer, evaluation = logs / "version_0", logs / "version_1", logs / "version_2"
     shutil.copytree(folder, older)
     shutil.copytree(folder, newer)
     for event in older.glob("events.*"):
         os.utime(event, (1, 1))  # make version_0 the older one
+    evaluation.mkdir()  # a later `test` or `predict`: events, but no checkpoints of its own
+    for event in folder.glob("events.*"):
+        shutil.copy(event, evaluation)
     assert main(["report", str(logs)]) == newer / "report.png"
+
+
+def test_vector_output_and_unknown_formats(tiny_run, tmp_path, capsys):
+    folder, _ = tiny_run
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml")):
+        output = main(["report", str(folder), "--output", str(tmp_path / f"report{suffix}")])
+        assert output.read_bytes().startswith(magic)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(folder), "--output", str(tmp_path / "report.jpgg")])
+    assert exit_.value.code == 1 and "must end in one of" in capsys.readouterr().err
 
 
 def test_several_runs_share_one_plot(tiny_run, tmp_path):
@@ -45,7 +58,7 @@ def test_several_runs_share_one_plot(tiny_run, tmp_path):
     output = tmp_path / "comparison.png"
     assert main(["report", str(folder), str(other), "--output", str(output)]) == output
     pixels = read_png(output)
-    assert pixels.shape[:2] == (440, 1040)
+    assert pixels.shape[:2] == (825, 1950)
     assert_not_blank(pixels)
 
 
