@@ -17,6 +17,7 @@ from mnist_lit import sweep_summary
 from mnist_lit.errors import UserError
 from mnist_lit.runs import check_writable
 from mnist_lit.sweep_file import (
+    SweepFile,
     SweepFileError,
     read_sweep_file,
     setting_label,
@@ -67,10 +68,11 @@ def parse(argv: list[str]) -> Namespace:
     return options
 
 
-def write_experiment(folder: Path, keys: list[str]) -> None:
-    """TensorBoard's HParams tab on the sweep's folder: the varied keys as its first columns."""
+def write_experiment(folder: Path, sweep: SweepFile, varied: list[str]) -> None:
+    """TensorBoard's HParams tab on the sweep's folder: the varied keys as its columns."""
     with SummaryWriter(folder) as writer:
-        writer._get_file_writer().add_summary(sweep_experiment(keys))
+        swept = [*sweep.grid, *sweep.space]
+        writer._get_file_writer().add_summary(sweep_experiment(swept, varied))
 
 
 def run(options: Namespace) -> Path:
@@ -89,7 +91,7 @@ def run(options: Namespace) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
     storage = studies.open_storage(url)
     study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
-    write_experiment(folder, varied_keys(sweep, resolved))
+    write_experiment(folder, sweep, varied_keys(sweep, resolved))
     status = Worker(sweep, study, storage, folder, options.trial_flags).work()
     summary = sweep_summary.summarise(study)
     print(sweep_summary.markdown(summary))

@@ -81,12 +81,11 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def varied_keys(sweep: SweepFile, resolved: dict[str, dict]) -> list[str]:
-    """The CLI keys whose values differ between the sweep's trials: swept, set differently by
-    its configs, and the seed."""
+    """The CLI keys, other than the swept ones, whose values differ between the sweep's trials:
+    those its configs set differently, and the seed."""
     configs = [flatten(config) for config in resolved.values()]
     differing = [k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs[1:])]
-    seeds = ["seed_everything"] if len(sweep.seeds) > 1 else []
-    return [*sweep.grid, *sweep.space, *differing, *seeds]
+    return differing + (["seed_everything"] if len(sweep.seeds) > 1 else [])
 
 
 def common_flags(flags: list[str]) -> list[list]:

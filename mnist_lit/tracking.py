@@ -19,6 +19,9 @@ from mnist_lit.mnist import NUM_CLASSES
 
 # HParams-tab metrics: scalar tags the run logs anyway, so no placeholder values are written.
 HPARAM_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
+# The HParams columns a run's own experiment shows first: what the configs differ in
+RECIPE_COLUMNS = ("model/lr", "model/schedule", "model/dropout", "data/batch_size",
+                  "trainer/precision", "trainer/max_epochs", "seed")  # fmt: skip
 # Set by `sweep` for its trials: the sweep's folder holds the HParams experiment (its columns are
 # the swept keys), and TensorBoard shows the first experiment it finds, so trials write none.
 IN_SWEEP = "MNIST_LIT_SWEEP_TRIAL"
@@ -144,7 +147,8 @@ class HyperparametersWithMetrics(L.Callback):
         self.written_to.add(logger.log_dir)
         params = run_hyperparameters(trainer, pl_module)
         # The metric values are read from the scalar tags of the same names.
-        experiment, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))
+        _, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))
+        experiment = experiment_summary([k for k in RECIPE_COLUMNS if k in params], list(params))
         writer = logger.experiment._get_file_writer()
         for summary in (start, end) if os.environ.get(IN_SWEEP) else (experiment, start, end):
             writer.add_summary(summary)
@@ -170,12 +174,23 @@ def hparam_name(cli_key: str) -> str | None:
     return f"{section}/{name}" if logged and name else None
 
 
-def sweep_experiment(cli_keys: list[str]) -> summary_pb2.Summary:
-    """The HParams experiment of a sweep: the keys it varies as the first, ticked columns (marked
-    as differing, which TensorBoard shows first), beside the metrics that choose and report."""
-    names = dict.fromkeys(name for key in cli_keys if (name := hparam_name(key)))
+def sweep_experiment(swept: list[str], varied: list[str]) -> summary_pb2.Summary:
+    """The HParams experiment of a sweep: the keys it varies as its columns. TensorBoard ticks
+    five columns: the swept keys, then those of RECIPE_COLUMNS that the configs or seeds vary."""
+    rank = {name: index for index, name in enumerate(RECIPE_COLUMNS)}
+    others = sorted(filter(None, map(hparam_name, varied)), key=lambda n: rank.get(n, len(rank)))
+    names = list(dict.fromkeys([*filter(None, map(hparam_name, swept)), *others]))
+    return experiment_summary(names[:5], names[5:])
+
+
+def experiment_summary(shown: list[str], others: list[str]) -> summary_pb2.Summary:
+    """An HParams experiment (TensorBoard's `hparams_config`): the `shown` columns marked as
+    differing, which TensorBoard sorts first and ticks, then the `others`, beside the metrics
+    that choose and report."""
+    infos = [api_pb2.HParamInfo(name=name, differs=True) for name in dict.fromkeys(shown)]
+    infos += [api_pb2.HParamInfo(name=name) for name in others if name not in shown]
     experiment = api_pb2.Experiment(
-        hparam_infos=[api_pb2.HParamInfo(name=name, differs=True) for name in names],
+        hparam_infos=infos,
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in HPARAM_METRICS],
     )
     summary = summary_pb2.Summary()

@@ -80,7 +80,7 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
     assert best["chosen"] == "True"
     # TensorBoard's HParams tab: the sweep's experiment names the varied keys as its columns,
     # and the trials add their values without experiments of their own to compete with it
-    assert hparams_columns(folder) == ["model/lr", "seed"]
+    assert hparams_columns(folder) == ["model/lr", "seed"]  # swept, then the seeds
     assert hparams_columns(runs[0]) is None
     # the table again without training, and the sweep's picture
     again = subprocess.run(

@@ -60,6 +60,10 @@ def test_hparams_carry_the_run_settings_and_real_metrics(tiny_run):
     settings = {info.name for info in experiment.hparam_infos}
     expected = {"model/lr", "model/dropout", "data/batch_size", "optimizer/lr", "seed"}
     assert expected | {"trainer/precision"} <= settings
+    # TensorBoard ticks the first five columns, of those marked as differing, by name
+    shown = sorted(info.name for info in experiment.hparam_infos if info.differs)[:5]
+    assert shown == ["data/batch_size", "model/dropout", "model/lr", "model/schedule", "seed"]
+    assert not any("/_" in name for name in settings)  # no internal values such as _instantiator
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     values = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert values["data/batch_size"].number_value == 16
