@@ -10,6 +10,7 @@ with the same parameters, which resumes from the trial's last.ckpt.
 """
 
 import os
+import random
 import socket
 import threading
 import time
@@ -27,6 +28,7 @@ from mnist_lit.sweep_file import SweepFile
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a running trial silent this long has lost its worker
 SETUP_SECONDS = 120  # how long a second worker waits for the first to store the grid
+SETUP_ATTEMPTS = 5  # to open the storage, while other workers create its tables
 
 
 class StorageError(ConfigError):
@@ -38,21 +40,34 @@ def open_storage(url: str) -> RDBStorage:
     # them) and about its experimental stale-trial API, which it has had since 2.8
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    try:
-        storage = RDBStorage(
-            url,
-            # SQLite: wait for a busy database rather than fail when workers write together
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=retry,
-        )
-    except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
-        reason = str(error).splitlines()[0]
-        raise StorageError(f"--storage {safe_url(url)}: cannot open it ({reason})") from None
+    # SQLite: wait for a busy database rather than fail when workers write together
+    sqlite_wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            storage = RDBStorage(
+                url,
+                engine_kwargs=sqlite_wait,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=retry,
+            )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            # workers started together on a new database server all create Optuna's tables;
+            # all but one fail on a table or row another has just made, and find it next time
+            if attempt == SETUP_ATTEMPTS - 1:
+                raise storage_error(url, error) from None
+            time.sleep(random.uniform(0.2, 1.0))
+        except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
+            raise storage_error(url, error) from None
     if url.startswith("sqlite"):
         lock_on_begin(storage.engine)
     return storage
+
+
+def storage_error(url: str, error: Exception) -> StorageError:
+    reason = str(error).splitlines()[0]
+    return StorageError(f"--storage {safe_url(url)}: cannot open it ({reason})")
 
 
 def lock_on_begin(engine: sqlalchemy.Engine) -> None:

@@ -62,7 +62,10 @@ def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcom
 
         def forward(signum: int, frame: Any) -> None:
             received.append(signum)
-            process.send_signal(signum)
+            # SIGTERM whatever stopped the sweep: Lightning saves last.ckpt and stops on it,
+            # while SIGINT is ignored by a fit whose sweep was started in the background
+            # (shells start background jobs with SIGINT ignored, and children inherit that)
+            process.send_signal(signal.SIGTERM)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

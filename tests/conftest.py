@@ -1,6 +1,13 @@
-"""Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run."""
+"""Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run, a
+throwaway PostgreSQL server."""
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,3 +51,40 @@ def tiny_run(tmp_path_factory):
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     return folder, events
+
+
+def find_postgres(program: str) -> str | None:
+    found = shutil.which(program) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server: its own cluster in a temporary folder, on a free local
+    port, stopped and deleted afterwards (`.ci/run` installs Debian's postgresql)."""
+    initdb, pg_ctl = find_postgres("initdb"), find_postgres("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="mnist-lit-postgres-"))
+    as_owner = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    subprocess.run([*as_owner, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    start = [*as_owner, pg_ctl, "-D", data, "-l", folder / "server.log", "-o", options, "-w"]
+    subprocess.run([*start, "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        stop = [*as_owner, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
+        subprocess.run(stop, check=True, capture_output=True)
+        shutil.rmtree(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

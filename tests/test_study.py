@@ -64,6 +64,31 @@ def test_workers_claim_every_trial_exactly_once(tmp_path):
     assert sorted(claimed) == list(range(12))
 
 
+def test_workers_starting_together_on_an_empty_database_server_all_join_one_study(
+    tmp_path, postgres_url
+):
+    """The first workers of a sweep on a new database create Optuna's tables at the same time."""
+    sweep = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3, 2e-3]}))
+    start, studies_opened, errors = threading.Barrier(4), [], []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            storage = studies.open_storage(postgres_url)
+            studies_opened.append(studies.open_study(storage, "grid", sweep, []))
+        except Exception as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(studies_opened) == 4
+    assert len(optuna.get_all_study_summaries(studies_opened[0]._storage)) == 1
+    assert len(studies_opened[0].get_trials()) == 2 * 2  # the grid stored once
+
+
 def test_changed_sweep_or_flags_are_refused_naming_what_changed(tmp_path):
     sweep, url, storage, _ = grid_study(tmp_path)
     fewer = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3]}))
