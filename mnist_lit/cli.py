@@ -12,6 +12,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -79,6 +80,13 @@ class MNISTCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
+        if config.get("enable_checkpointing") is False:
+            # the checkpoint callback is the CLI's (see above), and Lightning refuses any with
+            # checkpointing off: train without it, as the flag says
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
         check_run_folders(self.trainer)

@@ -77,7 +77,8 @@ def parser() -> ArgumentParser:
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint of `fit`")
     parser.add_argument("--format", choices=["onnx", "torch"], default="onnx")
     parser.add_argument("--output", type=Path | None, help="default: model.onnx or model.pt2")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    # a value, as every flag of the CLI takes one (`predict --overwrite true`)
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output")
     return parser
 
 
@@ -91,7 +92,7 @@ def run(options: Namespace) -> Path:
         )
     for path in (output, sidecar):
         if path.exists() and not options.overwrite:
-            raise ExportOutputError(f"{path} exists; pass --overwrite or another --output")
+            raise ExportOutputError(f"{path} exists; pass --overwrite true or another --output")
     check_writable(output.parent, "--output")  # before the work, not after it
     output.parent.mkdir(parents=True, exist_ok=True)
     export(options.ckpt_path, options.format, output)

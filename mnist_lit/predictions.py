@@ -23,7 +23,8 @@ class PredictionWriter(BasePredictionWriter):
     the data module's `predict_inputs` (images.PredictInputs).
 
     Args:
-        output: The CSV to write; by default predictions.csv in the run's log folder.
+        output: The CSV to write; by default predictions.csv in the log folder: `predict/` in the
+            run folder of the checkpoint that predicts.
         overwrite: Replace an existing `output`; otherwise it is refused before any work.
     """
 

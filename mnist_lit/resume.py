@@ -11,21 +11,24 @@ from jsonargparse import Namespace
 
 from mnist_lit.checkpoints import CheckpointError, read_checkpoint
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.runs import log_root
+from mnist_lit.runs import log_root, place_evaluation_logs
 
 
 def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
-    """Resolve and check `config.ckpt_path` in place; for `fit`, point the logger at the run
-    being continued. Runs before Lightning reads the checkpoint's hyperparameters, so a wrong
-    file is one clear error and never runs code."""
+    """Resolve and check `config.ckpt_path` in place; point the logger at the run being
+    continued (`fit`) or evaluated (the others). Runs before Lightning reads the checkpoint's
+    hyperparameters, so a wrong file is one clear error and never runs code."""
     logger = config.trainer.get("logger")
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
     if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
+        if subcommand != "fit":
+            place_evaluation_logs(subcommand, config, run=None)
         return
     checkpoint = read_checkpoint(config.ckpt_path)
     if subcommand != "fit":
+        place_evaluation_logs(subcommand, config, run_of(config.ckpt_path))
         return
     check_same_model(config.ckpt_path, checkpoint, config.model)
     run = run_of(config.ckpt_path)

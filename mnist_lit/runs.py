@@ -94,6 +94,24 @@ def place_logs(config: Namespace) -> None:
         logger.init_args.save_dir = config.trainer.get("default_root_dir") or "."
 
 
+def place_evaluation_logs(subcommand: str, config: Namespace, run: Path | None) -> None:
+    """`validate`, `test` and `predict` write into the run whose checkpoint they evaluate, in a
+    folder named after the subcommand (`version_N/test/`), or below `lightning_logs/test/` for a
+    checkpoint from elsewhere: never as a version_N of their own, which TensorBoard, `report`
+    and `--ckpt_path last` would take for a training run. A logger given its own `version`
+    (or any other folder scheme of the user's) is left as it is."""
+    logger = config.trainer.get("logger")
+    if not isinstance(logger, Namespace) or "name" not in logger.init_args:
+        return
+    arguments = logger.init_args
+    if arguments.get("version") is not None:
+        return
+    if run is not None:
+        arguments.save_dir, arguments.name, arguments.version = str(run), subcommand, ""
+    else:
+        arguments.name = f"{arguments.get('name') or 'lightning_logs'}/{subcommand}"
+
+
 def log_root(config) -> Path:
     """Where this run's TensorBoard logger puts its version_N folders."""
     logger = config.trainer.get("logger")

@@ -123,28 +123,14 @@ def run_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> dic
 
 
 class HyperparametersWithMetrics(L.Callback):
-    """Fills TensorBoard's HParams tab: this run's settings beside its real val/test metrics."""
-
-    def __init__(self) -> None:
-        self.written_to: set[str] = set()
+    """Fills TensorBoard's HParams tab: each training run's settings beside its real val/test
+    metrics (the test after fit writes into the same run). `validate`, `test` and `predict`
+    runs are not listed: they are not experiments of their own."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module)
-
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module)
-
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = tensorboard(trainer)
-        # once per run folder: a test after fit belongs to the fit's summary
-        if logger is None or not trainer.is_global_zero or logger.log_dir in self.written_to:
+        if logger is None or not trainer.is_global_zero:
             return
-        if trainer.sanity_checking:
-            return
-        self.written_to.add(logger.log_dir)
         params = run_hyperparameters(trainer, pl_module)
         # The metric values are read from the scalar tags of the same names.
         _, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))

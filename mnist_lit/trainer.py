@@ -52,7 +52,7 @@ class MNISTTrainer(L.Trainer):
         if not test_after_fit:
             pass
         elif self.checkpoint_callback and self.checkpoint_callback.best_model_path:
-            self.test(self.lightning_module, datamodule=self.datamodule, ckpt_path="best")
+            super().test(self.lightning_module, datamodule=self.datamodule, ckpt_path="best")
         else:
             rank_zero_warn(
                 "No best checkpoint was saved (validation off?); testing the final weights."
@@ -83,7 +83,9 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        return super().validate(*args, **kwargs)
+        results = super().validate(*args, **kwargs)
+        self.print_evaluation("TensorBoard events, config.yaml")
+        return results
 
     def test(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
         """Evaluate a checkpoint on the official test set.
@@ -93,7 +95,17 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        return super().test(*args, **kwargs)
+        results = super().test(*args, **kwargs)
+        self.print_evaluation("metrics.json, TensorBoard events, config.yaml")
+        return results
+
+    def print_evaluation(self, contents: str) -> None:
+        """Where a validate or test run wrote its results (see runs.place_evaluation_logs)."""
+        if self.logger is None:
+            return
+        folder = run_folder(self)  # every process: under DDP this is a collective call
+        if self.is_global_zero:
+            print(f"Results: {folder}/ ({contents})\nCurves: tensorboard --logdir {folder}")
 
     def predict(
         self,
@@ -106,7 +118,8 @@ class MNISTTrainer(L.Trainer):
         """Predict every input and write a CSV row for each, unreadable ones included.
 
         Args:
-            predictions_file: CSV to write (default: predictions.csv in the run's log folder).
+            predictions_file: CSV to write (default: predict/predictions.csv in the
+                checkpoint's run folder).
             overwrite: Replace an existing predictions_file.
             untrained: Predict with the model's new, untrained weights: without this,
                 --ckpt_path is required.

@@ -1,5 +1,5 @@
-"""Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run, a
-throwaway PostgreSQL server."""
+"""Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run (and
+copies of it to evaluate), a throwaway PostgreSQL server."""
 
 import glob
 import os
@@ -51,6 +51,15 @@ def tiny_run(tmp_path_factory):
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     return folder, events
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, workdir) -> Path:
+    """A copy of tiny_run's folder as lightning_logs/version_0 of the working folder: commands
+    that evaluate its checkpoint write into its run, which the shared tiny_run must not get."""
+    run = workdir / "lightning_logs" / "version_0"
+    shutil.copytree(tiny_run[0], run)
+    return run
 
 
 def find_postgres(program: str) -> str | None:

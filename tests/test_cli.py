@@ -85,19 +85,23 @@ def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     assert "Curves: tensorboard --logdir lightning_logs\n" in printed
 
 
-def test_validate_test_predict_from_a_checkpoint(tiny_run, workdir):
-    ckpt = str(tiny_run[0] / "checkpoints" / "best.ckpt")
+def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdir, capsys):
+    run = tiny_run_copy
+    ckpt = str(run / "checkpoints" / "best.ckpt")
     tiny_mnist = tiny_run[0].parents[1] / "data"
 
     validate = main(["validate", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     assert 0 <= validate.trainer.callback_metrics["val/acc"] <= 1
 
     main(["test", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
-    test_metrics = json.loads((run_dir(workdir, 1) / "metrics.json").read_text())
-    assert test_metrics["test_checkpoint"] == ckpt
+    test_metrics = json.loads((run / "test" / "metrics.json").read_text())
+    assert test_metrics["test_checkpoint"] == str(Path(ckpt).resolve())
+    assert f"Results: {run / 'test'}/ (metrics.json" in capsys.readouterr().out
 
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
-    with (run_dir(workdir, 2) / "predictions.csv").open() as file:
+    # each evaluation wrote into the run it evaluated, none posing as a run of its own
+    assert [p.name for p in (workdir / "lightning_logs").iterdir()] == ["version_0"]
+    with (run / "predict" / "predictions.csv").open() as file:
         rows = list(csv.DictReader(file))
     expected = [f"t10k-images-idx3-ubyte[{i}]" for i in range(100)]
     assert [row["path"] for row in rows] == expected  # every test image, once, in order
@@ -121,6 +125,16 @@ def test_the_optimizer_is_the_models_alone(workdir, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     assert "--lr_scheduler" not in capsys.readouterr().out
+
+
+def test_checkpointing_off_trains_and_tests_without_checkpoints(tiny_mnist, workdir):
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    main(["fit", *tiny_args(tiny_mnist), *quick, "--trainer.enable_checkpointing=false"])
+    run = run_dir(workdir, 0)
+    assert not (run / "checkpoints").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] is None and metrics["epochs"] == 1
+    assert 0 <= metrics["test/acc"] <= 1  # the final weights, tested
 
 
 def test_fast_dev_run_writes_nothing(tiny_mnist, workdir):

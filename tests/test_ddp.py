@@ -62,12 +62,13 @@ def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
     root, data = ddp_run
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
     run_cli(["validate", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
-    ddp_run_dir = max((root / "lightning_logs").glob("version_*"), key=lambda p: p.stat().st_mtime)
+    written = checkpoint.parents[1] / "validate"  # into the run it validated
+    ddp_images, ddp_acc = last_scalar(written, "val/images"), last_scalar(written, "val/acc")
     monkeypatch.chdir(root)
     single = main(["validate", *tiny_args(data), f"--ckpt_path={checkpoint}"])
     figures = single.trainer.callback_metrics
-    assert last_scalar(ddp_run_dir, "val/images") == figures["val/images"].item() == 64
-    assert last_scalar(ddp_run_dir, "val/acc") == figures["val/acc"].item()
+    assert ddp_images == figures["val/images"].item() == 64
+    assert ddp_acc == figures["val/acc"].item()
 
 
 def test_ddp_predict_writes_each_input_once(ddp_run):

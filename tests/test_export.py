@@ -58,7 +58,8 @@ def test_existing_output_needs_overwrite(exported, capsys):
     _, checkpoint, output, *_ = exported
     with pytest.raises(SystemExit) as exit_:
         main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
-    assert exit_.value.code == 1 and "exists; pass --overwrite" in capsys.readouterr().err
+    assert exit_.value.code == 1 and "exists; pass --overwrite true" in capsys.readouterr().err
+    main(["export", f"--ckpt_path={checkpoint}", f"--output={output}", "--overwrite=true"])
 
 
 def test_the_json_beside_the_model_is_never_overwritten_or_the_model(exported, tmp_path, capsys):

@@ -16,10 +16,8 @@ from tests.helpers import tiny_args
 
 
 @pytest.fixture
-def checkpoint_and_data(tiny_run, monkeypatch, tmp_path):
-    folder, _ = tiny_run
-    monkeypatch.chdir(tmp_path)
-    return folder / "checkpoints" / "best.ckpt", folder.parents[1] / "data"
+def checkpoint_and_data(tiny_run, tiny_run_copy):
+    return tiny_run_copy / "checkpoints" / "best.ckpt", tiny_run[0].parents[1] / "data"
 
 
 def read_rows(path) -> list[dict[str, str]]:

@@ -8,14 +8,18 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from mnist_lit.cli import main
 from mnist_lit.tracking import PredictionPictures
+from tests.helpers import tiny_args
 
 SCALARS = [
     "train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "train/lr",
@@ -68,6 +72,35 @@ def test_hparams_carry_the_run_settings_and_real_metrics(tiny_run):
     values = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
     assert values["data/batch_size"].number_value == 16
     assert values["seed"].number_value == 3
+
+
+def test_evaluations_write_into_their_run_not_as_runs_of_their_own(
+    tiny_run, tiny_run_copy, workdir
+):
+    run = tiny_run_copy
+    data = tiny_run[0].parents[1] / "data"
+    for subcommand in ("validate", "test", "predict"):
+        main([subcommand, *tiny_args(data), f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"])
+    main(["test", *tiny_args(data), "--untrained=true"])  # no run of its own to write into
+    assert sorted(p.name for p in run.parent.iterdir()) == ["test", "version_0"]
+    assert (run / "test" / "metrics.json").is_file()
+    assert (run / "predict" / "predictions.csv").is_file()
+    assert list((run.parent / "test").iterdir()) == [run.parent / "test" / "version_0"]
+    # HParams lists the training run alone, and `report` still draws it
+    event_folders = {path.parent for path in workdir.rglob("events.out.tfevents.*")}
+    assert {run / "validate", run / "test", run.parent / "test" / "version_0"} <= event_folders
+    sessions = [folder for folder in event_folders if is_hparams_session(folder)]
+    assert sessions == [run]
+    assert main(["report", str(run.parent)]) == run / "report.png"
+
+
+def is_hparams_session(folder: Path) -> bool:
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    try:
+        return "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    except KeyError:  # no hparams data at all
+        return False
 
 
 def test_graph_and_config_text(tiny_run):
