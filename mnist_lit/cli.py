@@ -7,7 +7,6 @@ parse their own few arguments; `mnist-lit --help` lists them with the others.
 
 import signal
 import sys
-import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit import export, report, sweep
 from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.checkpoints import AtomicCheckpointIO
+from mnist_lit.console import NetworkSummary, quiet_lightning
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.imports import ALLOW_MORE, allow_imports
@@ -86,6 +86,8 @@ class MNISTCLI(LightningCLI):
             # the checkpoint callback is the CLI's (see above), and Lightning refuses any with
             # checkpointing off: train without it, as the flag says
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        if config.get("enable_model_summary") is not False:
+            callbacks = [*callbacks, NetworkSummary(max_depth=2)]  # Lightning's lists metrics too
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
@@ -104,6 +106,7 @@ def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = T
         # MNISTClassifier chooses its optimizer and schedule (--model.lr, --model.schedule);
         # Lightning's --optimizer would silently replace them
         auto_configure_optimizers=False,
+        seed_everything_default=0,  # Lightning's too, but with a warning on every run
         trainer_defaults=defaults,
         save_config_callback=SaveConfigToTensorBoard,
         save_config_kwargs={"overwrite": True},
@@ -123,14 +126,7 @@ def run(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Path
         tool = TOOLS[argv[0]]
         parse = getattr(tool, "parse", lambda argv: tool.parser().parse_args(argv))
         return tool.run(parse(argv[1:]))
-    # Raised inside Lightning with recent torch and jsonargparse, or about fit-only callbacks when
-    # evaluating a checkpoint: nothing a user can act on.
-    for noise in (
-        r".*isinstance\(treespec, LeafSpec\)",
-        r"(?s)\s*By default only one JsonargparseDeprecationWarning",
-        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
-    ):
-        warnings.filterwarnings("ignore", message=noise)
+    quiet_lightning()
     return make_cli(args, callbacks)
 
 
