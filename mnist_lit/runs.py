@@ -55,7 +55,7 @@ def claim_version(root: Path) -> int:
 class RunLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger, whose version_N folder is claimed when it is first named.
     Lightning's own logger takes "the highest N + 1" without claiming it, and two runs started
-    together in one folder write into the same one."""
+    together in one folder write into the same one. It leaves out Lightning's `epoch` scalar."""
 
     def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
         """Args:
@@ -64,6 +64,11 @@ class RunLogger(TensorBoardLogger):
         """
         super().__init__(save_dir or ".", **kwargs)
         self.claimed: int | str | None = kwargs.get("version")
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        # Lightning adds the epoch to every write: a chart of a counter, first in TensorBoard
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
     @property
     def version(self) -> int | str:

@@ -140,6 +140,26 @@ class HyperparametersWithMetrics(L.Callback):
             writer.add_summary(summary)
 
 
+# TensorBoard's Custom Scalars tab: the article's two pictures, training and validation in one
+# chart each (per-epoch training figures, so that both lines have a point per epoch)
+CURVE_CHARTS = {
+    "curves": {
+        "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
+        "accuracy": ["Multiline", [r"^train/acc_epoch$", r"^val/acc$"]],
+        "learning rate": ["Multiline", [r"^train/lr$"]],
+    }
+}
+
+
+class CurveCharts(L.Callback):
+    """Declares the Custom Scalars charts (CURVE_CHARTS) in each training run."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard(trainer)
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.add_custom_scalars(CURVE_CHARTS)
+
+
 class SaveConfigToTensorBoard(SaveConfigCallback):
     """Saves config.yaml in the run folder (LightningCLI's default) and shows it as text there."""
 

@@ -16,7 +16,7 @@ from mnist_lit.errors import ConfigError
 from mnist_lit.predictions import PredictionWriter
 from mnist_lit.runs import run_folder
 from mnist_lit.summary import RunSummary
-from mnist_lit.tracking import HyperparametersWithMetrics, PredictionPictures
+from mnist_lit.tracking import CurveCharts, HyperparametersWithMetrics, PredictionPictures
 
 
 def trainer_defaults() -> dict:
@@ -33,6 +33,7 @@ def trainer_defaults() -> dict:
             PredictionWriter(),
             PredictionPictures(),
             HyperparametersWithMetrics(),
+            CurveCharts(),
             RandomStatesInCheckpoint(),
             FiniteLossGuard(),
         ],

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.cli import main
@@ -41,6 +43,18 @@ def test_scalars_exist_with_plausible_values(tiny_run):
     assert best == sorted(best) and best[-1] == max(e.value for e in events.Scalars("val/acc"))
     # 256 images / batch 16 x 3 epochs = 48 steps, logged every 4th
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 12)
+
+
+def test_curves_are_charted_training_beside_validation(tiny_run):
+    _, events = tiny_run
+    assert "epoch" not in events.Tags()["scalars"]  # Lightning's counter, charted first
+    content = events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    layout = layout_pb2.Layout.FromString(content)
+    charts = {chart.title: chart.multiline.tag for chart in layout.category[0].chart}
+    assert charts["loss"] == [r"^train/loss_epoch$", r"^val/loss$"]
+    assert charts["accuracy"] == [r"^train/acc_epoch$", r"^val/acc$"]
+    scalars = events.Tags()["scalars"]
+    assert all(any(re.match(tag, s) for s in scalars) for tags in charts.values() for tag in tags)
 
 
 def test_pictures_are_logged_each_evaluation(tiny_run):
