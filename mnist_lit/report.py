@@ -4,6 +4,7 @@ folder, each setting's validation curves over its seeds."""
 
 import io
 import json
+import os
 from pathlib import Path
 
 import matplotlib.image
@@ -87,26 +88,29 @@ def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
     return smoothed
 
 
+LABELS = {"loss": "cross-entropy loss", "acc": "accuracy"}
+
+
 def plot_curves(ax, run: Run, metric: str) -> None:
     steps, values = run.scalars(f"train/{metric}_step")
     smoothed = smooth(values)
-    if len(values):
-        ax.plot(steps, values, color="#9ecae1", linewidth=0.5, alpha=0.6, label="train (per step)")
-        ax.plot(steps, smoothed, color="#2171b5", label="train (smoothed)")
+    if len(values):  # single batches scatter too much to read; TensorBoard has them
+        ax.plot(steps, smoothed, color="#2171b5", label="training (smoothed over batches)")
     val_steps, val_values = run.scalars(f"val/{metric}")
     if len(val_values):
-        ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (per epoch)")
-    ax.set(xlabel="training step", ylabel=metric, title=metric)
+        ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (each epoch)")
+    ax.set(xlabel="training step", ylabel=LABELS[metric], title=LABELS[metric])
     shown = np.concatenate([smoothed, val_values])
     positive = shown[shown > 0]  # a loss of exactly 0 has no place on a log scale
     if metric == "loss" and len(positive):
         ax.set_yscale("log")  # late epochs differ in the second digit
-        ax.set_ylim(positive.min() / 2, positive.max() * 1.5)  # single steps may dip far lower
+        ax.set_ylim(positive.min() / 2, positive.max() * 1.5)
     if metric == "acc" and len(shown):
         # zoom on where training spends its time, not on the first few steps
         ax.set_ylim(max(0.0, np.percentile(shown, 5) - 0.01), 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # the curves fall from the top left (loss) or rise to the top (accuracy)
+    ax.legend(fontsize=9, loc="upper right" if metric == "loss" else "lower right")
 
 
 def single_run_figure(run: Run) -> Figure:
@@ -116,8 +120,8 @@ def single_run_figure(run: Run) -> Figure:
     loss_ax, acc_ax = top.subplots(1, 2)
     plot_curves(loss_ax, run, "loss")
     plot_curves(acc_ax, run, "acc")
-    pictures = (
-        ("test/predictions", "val/predictions"),
+    pictures = (  # the mistakes say more than 32 digits that are all right
+        ("test/worst_mistakes", "test/predictions", "val/worst_mistakes", "val/predictions"),
         ("test/confusion_matrix", "val/confusion_matrix"),
     )
     for ax, tags in zip(bottom.subplots(1, 2, width_ratios=[1.45, 1]), pictures):
@@ -133,12 +137,23 @@ def comparison_figure(runs: list[Run]) -> Figure:
     figure.suptitle("\n".join(run.headline() for run in runs), fontsize=11)
     for ax, metric in zip(figure.subplots(1, 2), ("loss", "acc")):
         for run in runs:
-            steps, values = run.scalars(f"val/{metric}")
-            ax.plot(steps, values, "o-", markersize=3, label=run.name)
-        ax.set(xlabel="training step", ylabel=f"val/{metric}", title=f"validation {metric}")
+            # against epochs, not steps: runs with other batch sizes take other step counts
+            _, values = run.scalars(f"val/{metric}")
+            ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=3, label=run.name)
+        title = f"validation {LABELS[metric]}"
+        ax.set(xlabel="epoch", ylabel=title, title=title)
+        if metric == "loss":
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right" if metric == "loss" else "lower right")
     return figure
+
+
+def name_runs(runs: list[Run]) -> None:
+    """Names that tell the runs apart: their paths below the folder they share."""
+    common = Path(os.path.commonpath([run.folder.resolve() for run in runs]))
+    for run in runs:
+        run.name = str(run.folder.resolve().relative_to(common)) or run.name
 
 
 def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Path:
@@ -153,6 +168,8 @@ def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Pat
     runs = [Run(find_run(Path(path))) for path in paths]
     if not any(run.tags["scalars"] for run in runs):
         raise ReportError(f"{runs[0].folder} has no curves yet: nothing to draw")
+    if len(runs) > 1:
+        name_runs(runs)
     figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
     output = Path(output) if output else runs[0].folder / "report.png"
     figure.savefig(output, dpi=dpi)

@@ -4,8 +4,10 @@ import shutil
 import matplotlib.image
 import numpy as np
 import pytest
+from torch.utils.tensorboard import SummaryWriter
 
 from mnist_lit.cli import main
+from mnist_lit.report import Run, comparison_figure, name_runs, single_run_figure
 
 
 def read_png(path) -> np.ndarray:
@@ -60,6 +62,33 @@ def test_several_runs_share_one_plot(tiny_run, tmp_path):
     pixels = read_png(output)
     assert pixels.shape[:2] == (825, 1950)
     assert_not_blank(pixels)
+
+
+def test_runs_are_compared_by_epoch_under_names_that_tell_them_apart(tiny_run, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(tiny_run[0], tmp_path / name / "version_0")
+    runs = [Run(tmp_path / name / "version_0") for name in ("a", "b")]
+    name_runs(runs)
+    accuracy = comparison_figure(runs).axes[1]
+    assert accuracy.get_legend_handles_labels()[1] == ["a/version_0", "b/version_0"]
+    assert list(accuracy.lines[0].get_xdata()) == [1, 2, 3]  # tiny_run's three epochs
+    assert accuracy.get_xlabel() == "epoch"
+
+
+def test_the_picture_of_one_run_shows_its_mistakes(tmp_path):
+    writer = SummaryWriter(tmp_path)  # a run whose test set has mistakes to show
+    pictures = {tag: np.random.default_rng(i).random((3, 8, 8)) for i, tag in enumerate(
+        ("test/predictions", "test/worst_mistakes", "test/confusion_matrix"))}  # fmt: skip
+    for tag, picture in pictures.items():
+        writer.add_image(tag, picture, 0)
+    writer.add_scalar("val/acc", 0.5, 0)
+    writer.close()
+    run = Run(tmp_path)
+    shown = [image.get_array() for ax in single_run_figure(run).axes for image in ax.get_images()]
+    assert [np.array_equal(s, run.image(t)) for s in shown for t in pictures] == [
+        False, True, False,  # the mistakes, not the first digits of the test set
+        False, False, True,
+    ]  # fmt: skip
 
 
 def test_folder_without_events_is_a_clear_error(tmp_path, capsys):
