@@ -16,6 +16,20 @@ from mnist_lit.runs import check_writable
 HELP = "Write the trained network as ONNX or a torch.export program, for other programs."
 
 
+# What `predict` does to an image before the network sees it (mnist_lit/images.py), for programs
+# that run the exported network without this package (the README has it in numpy)
+LAYOUT_STEPS = [
+    "grayscale in [0, 1], transparency composited on white",
+    "if the median of the border pixels is above 0.5, invert (dark ink on light paper)",
+    "a 28x28 image stops here: it is in MNIST's layout already",
+    "subtract the border's median (the paper) and clip at 0; divide by the maximum",
+    "crop to the pixels above 0.2",
+    "resize with Lanczos so that the longer side is 20 pixels, keeping the aspect ratio",
+    "paste into a black 28x28 field with the centre of mass at (14, 14), rounded, kept inside",
+    "round to 8 bits: uint8 = round(value * 255)",
+]
+
+
 class ExportOutputError(UserError, FileExistsError):
     """The output file exists and --overwrite was not given."""
 
@@ -59,8 +73,7 @@ def export(ckpt_path: Path, format: str, output: Path) -> Path:
             "classes": list(range(NUM_CLASSES)),
         },
         "preprocessing": {
-            "layout": "white digit on black, fitted to a 20x20 box, centre of mass at the centre "
-            "of 28x28 (mnist_lit/images.py)",
+            "layout": LAYOUT_STEPS,
             "pixels": "x = (uint8 / 255 - mean) / std",
             "mean": MEAN,
             "std": STD,
