@@ -112,6 +112,8 @@ def place_evaluation_logs(subcommand: str, config: Namespace, run: Path | None) 
     if arguments.get("version") is not None:
         return
     if run is not None:
+        if run.is_relative_to(Path.cwd()):  # said as the user would type it
+            run = run.relative_to(Path.cwd())
         arguments.save_dir, arguments.name, arguments.version = str(run), subcommand, ""
     else:
         arguments.name = f"{arguments.get('name') or 'lightning_logs'}/{subcommand}"

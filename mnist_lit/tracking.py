@@ -93,15 +93,15 @@ class PredictionPictures(L.Callback):
             return
         step, writer = trainer.global_step, logger.experiment
         images, preds, targets, conf = self.first
-        title = f"{stage}: predicted (true) after {trainer.current_epoch} epochs"
+        title = f"{stage}: predicted (true)"  # the card says the step
         writer.add_figure(f"{stage}/predictions", digit_grid(images, preds, targets, title), step)
         if self.worst and len(self.worst[0]):
             images, preds, targets, conf, _ = self.worst
-            title = f"{stage}: most confident mistakes, predicted (true) confidence"
+            title = f"{stage}: worst mistakes, predicted (true) confidence"
             figure = digit_grid(images, preds, targets, title, confidences=conf)
             writer.add_figure(f"{stage}/worst_mistakes", figure, step)
         accuracy = counts.diag().sum() / counts.sum()
-        title = f"{stage} confusion matrix, accuracy {accuracy:.2%}"
+        title = f"{stage}: accuracy {accuracy:.2%}"
         writer.add_figure(f"{stage}/confusion_matrix", confusion_figure(counts, title), step)
 
 
