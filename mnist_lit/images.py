@@ -5,12 +5,13 @@ placed in a 28x28 field with their centre of mass at the centre. Photos, scans a
 brought to that layout; a 28x28 image is taken to be in MNIST's layout already.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from mnist_lit.errors import UserError
@@ -25,14 +26,18 @@ class ImageError(ValueError):
 
 
 def read_gray(path: str | Path) -> np.ndarray:
-    """Any PIL-readable file -> float32 grayscale in [0, 1]; transparency composited on white."""
+    """Any PIL-readable file -> float32 grayscale in [0, 1], upright (EXIF orientation applied),
+    transparency composited on white."""
+    if not Path(path).is_file():  # opening a FIFO would wait forever
+        raise ImageError("not a regular file (a FIFO, device or folder)")
     try:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit")
             image.load()
-            return to_gray(image)
+            # phones store photos sideways with an orientation tag rather than rotating them
+            return to_gray(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
@@ -42,12 +47,19 @@ def read_gray(path: str | Path) -> np.ndarray:
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
-    if image.mode == "F":
-        return np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-    if image.mode.startswith("I"):  # 16- or 32-bit integers: 16-bit scans use the full range
+    """Grayscale in [0, 1]. Wide modes are scaled by the range their values use: floats in
+    [0, 1], or 0-255 when any value is above 1; 16- and 32-bit integers 0-65535, or 0-255 when
+    none is above 255 (8-bit values stored in a wide file)."""
+    if image.mode == "F" or image.mode.startswith("I"):
         pixels = np.asarray(image, dtype=np.float32)
-        wide = "16" in image.mode or pixels.max() > 255
-        return np.clip(pixels / (65535.0 if wide else 255.0), 0, 1)
+        if not np.isfinite(pixels).all():
+            raise ImageError("NaN or infinite pixel values")
+        top = pixels.max()
+        if image.mode == "F":
+            scale = 255.0 if top > 1 else 1.0
+        else:
+            scale = 65535.0 if top > 255 else 255.0
+        return np.clip(pixels / scale, 0, 1)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
@@ -132,9 +144,14 @@ def read_digits(files: list[Path]) -> PredictInputs:
         except ImageError as error:
             errors[position] = str(error)
     stacked = np.stack(digits) if digits else np.zeros((0, IMAGE_SIDE, IMAGE_SIDE), np.uint8)
-    return PredictInputs(
-        [str(f) for f in files], torch.from_numpy(stacked), torch.tensor(positions), errors
-    )
+    names = [printable(f) for f in files]
+    return PredictInputs(names, torch.from_numpy(stacked), torch.tensor(positions), errors)
+
+
+def printable(path: Path) -> str:
+    """The path as text that can be written as UTF-8: bytes of a name that are not UTF-8 are
+    written as backslash escapes (b'\\xff'), as Python's `backslashreplace` does."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 class PredictPathError(UserError, FileNotFoundError):

@@ -88,6 +88,6 @@ def write_atomically(path: Path, rows) -> None:
     """Write a CSV beside its final name, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="") as file:
+    with partial.open("w", newline="", encoding="utf-8") as file:
         csv.writer(file).writerows(rows)
     partial.replace(path)

@@ -72,7 +72,7 @@ class MNISTTrainer(L.Trainer):
             score = checkpoint.best_model_score
             best = Path(checkpoint.best_model_path)
             lines.append(f"Best checkpoint: {best} (val/acc {score:.4f})")
-        lines.append(f"Curves: tensorboard --logdir {run.parent}")
+        lines.append(f"Curves: tensorboard --logdir {run.parent}  (tab Custom Scalars)")
         lines.append(f"Picture: python -m mnist_lit report {run}")
         print("\n".join(lines))
 

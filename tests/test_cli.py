@@ -82,7 +82,7 @@ def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     assert "Run: lightning_logs/version_0/ (metrics.json" in printed
     best = "lightning_logs/version_0/checkpoints/best.ckpt"
     assert f"Best checkpoint: {best} (val/acc {metrics['best_val/acc']:.4f})" in printed
-    assert "Curves: tensorboard --logdir lightning_logs\n" in printed
+    assert "Curves: tensorboard --logdir lightning_logs  (tab Custom Scalars)\n" in printed
 
 
 def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdir, capsys):
@@ -96,7 +96,7 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdi
     main(["test", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     test_metrics = json.loads((run / "test" / "metrics.json").read_text())
     assert test_metrics["test_checkpoint"] == str(Path(ckpt).resolve())
-    assert f"Results: {run / 'test'}/ (metrics.json" in capsys.readouterr().out
+    assert "Results: lightning_logs/version_0/test/ (metrics.json" in capsys.readouterr().out
 
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     # each evaluation wrote into the run it evaluated, none posing as a run of its own

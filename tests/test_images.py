@@ -1,5 +1,6 @@
 """Users' image files -> MNIST-style digits, and every way a file can be bad."""
 
+import os
 import struct
 import time
 import zlib
@@ -66,6 +67,48 @@ def test_every_common_image_mode_gives_the_same_digit(tmp_path, mode):
     image.save(path)
     difference = load_digit(path).astype(int) - load_digit(tmp_path / "L.png").astype(int)
     assert np.abs(difference).max() <= 2, mode
+
+
+def black_on_white() -> Image.Image:
+    ink = np.kron(mnist_like_digit() > 0, np.ones((3, 3), dtype=bool))  # 84x84 digit
+    return Image.fromarray(np.where(ink, 0, 255).astype(np.uint8))
+
+
+def test_photos_are_read_upright_by_their_exif_orientation(tmp_path):
+    upright = black_on_white()
+    upright.save(tmp_path / "upright.jpg", quality=100)
+    # a phone's photo: the pixels stored turned a quarter left, with the tag that says "turn
+    # right to view" (orientation 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.rotate(90, expand=True).save(tmp_path / "phone.jpg", quality=100, exif=exif)
+    upright.rotate(90, expand=True).save(tmp_path / "sideways.jpg", quality=100)
+    reference = load_digit(tmp_path / "upright.jpg").astype(int)
+    assert np.abs(load_digit(tmp_path / "phone.jpg").astype(int) - reference).max() <= 8
+    assert np.abs(load_digit(tmp_path / "sideways.jpg").astype(int) - reference).max() > 200
+
+
+@pytest.mark.parametrize("kind", ["16-bit PNG holding 0-255", "float TIFF holding 0-255"])
+def test_wide_files_holding_8_bit_values_are_read_as_such(tmp_path, kind):
+    gray = np.where(np.asarray(black_on_white()) > 0, 230, 40).astype(np.uint8)  # grey ink
+    Image.fromarray(gray).save(tmp_path / "reference.png")
+    wide = gray.astype(np.uint16 if "PNG" in kind else np.float32)
+    path = tmp_path / ("wide.png" if "PNG" in kind else "wide.tif")
+    Image.fromarray(wide).save(path)
+    assert Image.open(path).mode in ("I;16", "I", "F")  # really a wide mode
+    assert np.array_equal(load_digit(path), load_digit(tmp_path / "reference.png"))
+
+
+def test_nan_pixels_and_files_that_are_not_regular_are_one_image_error(tmp_path):
+    pixels = np.asarray(black_on_white(), dtype=np.float32) / 255
+    pixels[3, 3] = np.nan
+    Image.fromarray(pixels).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        load_digit(tmp_path / "nan.tif")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it to read would wait for a writer forever
+    assert tmp_path / "pipe.png" in find_images([tmp_path])
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_digit(tmp_path / "pipe.png")
 
 
 def png_with_size(width: int, height: int) -> bytes:

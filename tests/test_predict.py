@@ -1,9 +1,11 @@
 """`predict` on a user's image files, through the CLI, with good and bad files mixed."""
 
 import csv
+import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,6 +66,29 @@ def test_folder_of_images_with_bad_files(checkpoint_and_data, tmp_path):
         probs = [float(mine[f"p{k}"]) for k in range(10)]
         assert probs == pytest.approx([float(theirs[f"p{k}"]) for k in range(10)], abs=1e-6)
         assert sum(probs) == pytest.approx(1, abs=1e-5)
+
+
+def test_odd_inputs_get_their_own_rows_and_names_that_are_not_utf8_are_escaped(
+    checkpoint_and_data, tmp_path
+):
+    checkpoint, data = checkpoint_and_data
+    inputs = tmp_path / "odd"
+    inputs.mkdir()
+    digit = MNIST(str(data), train=False).data[0].numpy()
+    Image.fromarray(digit).save(inputs / "a.png")
+    Image.fromarray(digit).save(inputs / os.fsdecode(b"b\xff.png"))  # a Latin-1 file name
+    nan = digit.astype(np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(inputs / "c.tif")
+    os.mkfifo(inputs / "d.png")
+    predict(checkpoint, data, f"--data.predict_path={inputs}", "--predictions_file=out.csv")
+    rows = read_rows(tmp_path / "out.csv")
+    names = [row["path"].removeprefix(f"{inputs}/") for row in rows]
+    assert names == ["a.png", "b\\xff.png", "c.tif", "d.png"]
+    assert [row["error"] != "" for row in rows] == [False, False, True, True]
+    assert rows[0]["label"] == rows[1]["label"] and rows[0]["p3"] == rows[1]["p3"]
+    assert "NaN" in rows[2]["error"] and "not a regular file" in rows[3]["error"]
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
 
 
 def test_existing_output_is_kept_unless_overwrite(checkpoint_and_data, tmp_path, capsys):
