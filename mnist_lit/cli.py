@@ -11,6 +11,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -141,6 +142,10 @@ def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Pat
     except ArgumentError as error:  # a bad flag or config value
         hint = f"\nAllow a package with {ALLOW_MORE}=name" if "is not allowed" in str(error) else ""
         print(f"error: {error}{hint}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)
+        raise SystemExit(2) from None
+    except MisconfigurationException as error:  # Lightning's word for a setting that cannot work
+        # e.g. --trainer.accelerator gpu on a machine without one, --trainer.max_epochs -5
+        print(f"error: {error}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)
         raise SystemExit(2) from None
     except UserError as error:  # a known problem with the user's input: one line, no traceback
         print(f"error: {error}", file=sys.stderr)

@@ -47,6 +47,11 @@ class MNISTTrainer(L.Trainer):
         Args:
             test_after_fit: After fitting, test the best checkpoint on the official test set.
         """
+        if self.max_epochs == 0:  # Lightning would test untrained weights under a warning
+            raise ConfigError(
+                "--trainer.max_epochs 0 trains nothing; to evaluate untrained weights on purpose, "
+                "run `test --untrained true`"
+            )
         super().fit(*args, **kwargs)
         if self.fast_dev_run:
             return

@@ -178,8 +178,19 @@ def test_python_dash_m_runs_in_a_subprocess_and_says_what_matters(tiny_mnist, tm
         (["fit", "--data.batch_size=many"], "batch_size"),
         (["fitt"], "fitt"),
         (["fit", "--config=missing.yaml"], "missing.yaml"),
+        (["fit", "--trainer.max_epochs=-5"], "max_epochs"),
+        (["fit", "--trainer.max_epochs=0"], "max_epochs 0 trains nothing"),
+        (["fit", "--trainer.accelerator=mps"], "MPSAccelerator"),  # no Apple GPU on Linux
     ],
-    ids=["unknown key", "wrong type", "unknown subcommand", "missing config file"],
+    ids=[
+        "unknown key",
+        "wrong type",
+        "unknown subcommand",
+        "missing config file",
+        "negative epochs",
+        "zero epochs",
+        "absent accelerator",
+    ],  # fmt: skip
 )
 def test_bad_configuration_is_exit_2_naming_it(args, named, workdir, capsys):
     with pytest.raises(SystemExit) as exit_:
