@@ -94,6 +94,9 @@ class MNISTCLI(LightningCLI):
     def before_fit(self) -> None:
         check_run_folders(self.trainer)
 
+    # evaluations write into a run's folder too: a file in its way is one error, not a traceback
+    before_validate = before_test = before_predict = before_fit
+
 
 def make_cli(args: ArgsType = None, callbacks: list | None = None, run: bool = True) -> MNISTCLI:
     """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from mnist_lit.errors import UserError
 from mnist_lit.images import PredictInputs
 from mnist_lit.mnist import NUM_CLASSES
-from mnist_lit.runs import run_folder
+from mnist_lit.runs import check_writable, run_folder
 
 
 class PredictionOutputError(UserError, FileExistsError):
@@ -34,10 +34,16 @@ class PredictionWriter(BasePredictionWriter):
         self.written = False
 
     def check_output(self) -> None:
-        if self.output is not None and self.output.exists() and not self.overwrite:
+        """Refuse an output that could not be written, before the work rather than after it."""
+        if self.output is None:
+            return
+        if self.output.is_dir():
+            raise PredictionOutputError(f"--predictions_file {self.output} is a folder, not a file")
+        if self.output.exists() and not self.overwrite:
             raise PredictionOutputError(
                 f"{self.output} exists; pass --overwrite true or another --predictions_file"
             )
+        check_writable(self.output.parent, "--predictions_file")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.written = False

@@ -26,8 +26,11 @@ def check_writable(folder: Path, flag: str) -> None:
     """Raise OutputFolderError unless `folder` exists as a writable folder or can be created.
     Nothing is created: under DDP every process checks, and only rank 0 makes the folders."""
     existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise OutputFolderError(f"cannot write to {folder}: {error.strerror}") from None
     if not existing.is_dir():
         problem = f"{existing} is a file"
     elif not os.access(existing, os.W_OK | os.X_OK):

@@ -88,6 +88,35 @@ def test_unwritable_output_folder_stops_before_training(
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+def test_an_over_long_folder_name_is_one_error(tiny_mnist, workdir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *tiny_args(tiny_mnist), f"--trainer.default_root_dir={'x' * 300}"])
+    assert exit_.value.code == 1
+    assert "File name too long" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["predict", "--predictions_file=a_folder"], "a_folder is a folder, not a file"),
+        (["predict", "--predictions_file=a_file/out.csv"], "a_file is a file"),
+        (["test", "--trainer.default_root_dir=a_file"], "cannot write to a_file"),
+    ],
+    ids=["predictions file is a folder", "its parent is a file", "log folder is a file"],
+)
+def test_evaluation_outputs_that_cannot_be_written_stop_before_the_work(
+    tiny_mnist, workdir, args, said, capsys
+):
+    (workdir / "a_folder").mkdir()
+    (workdir / "a_file").write_text("a file where a folder should go\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, *tiny_args(tiny_mnist), "--untrained=true"])
+    assert exit_.value.code == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and said in err and "Traceback" not in err
+    assert "Predicted" not in out and "Test metric" not in out  # before the work
+
+
 def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
     cli = make_cli(tiny_args(tiny_mnist), run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
