@@ -142,6 +142,14 @@ def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Pat
         # Lightning stops on SIGTERM with exit status 0; schedulers must see a preemption
         print("Stopped by SIGTERM", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's loops (parsing, reading images)
+        print("Stopped by Ctrl-C", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's exit(1) after Ctrl-C
+            print("Stopped by Ctrl-C", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGINT) from None
+        raise
     except ArgumentError as error:  # a bad flag or config value
         hint = f"\nAllow a package with {ALLOW_MORE}=name" if "is not allowed" in str(error) else ""
         print(f"error: {error}{hint}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)

@@ -6,6 +6,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.errors import UserError
 from mnist_lit.images import PredictInputs
@@ -47,6 +48,12 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.written = False
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dl_idx)
+        # Lightning stops fit, validate and test on SIGTERM but would predict on and exit 0
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         inputs: PredictInputs = trainer.datamodule.predict_inputs

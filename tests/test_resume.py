@@ -117,7 +117,7 @@ def test_ckpt_path_last_without_a_run_says_so(tiny_mnist, workdir, capsys):
 
 
 @pytest.mark.slow  # a real subprocess
-@pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path, sent, status):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]

@@ -120,7 +120,7 @@ def test_stop_in_validation_keeps_the_epoch_before_and_resume_validates(
     tiny_mnist, workdir, capsys
 ):
     run = ["fit", *tiny_args(tiny_mnist), *EXACT, "--trainer.max_epochs=2"]
-    assert exit_status(run, callbacks=[StopInValidation()]) == 1
+    assert exit_status(run, callbacks=[StopInValidation()]) == 130
     folder = workdir / "lightning_logs" / "version_0"
     assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
     assert "Interrupted during validation" in capsys.readouterr().out
@@ -160,6 +160,28 @@ def test_max_time_stop_is_saved_where_it_stopped_and_said_so(tiny_mnist, workdir
 class SigtermInSanityCheck(L.Callback):
     def on_sanity_check_start(self, trainer, pl_module) -> None:
         raise SIGTERMException  # what Lightning raises when SIGTERM arrives
+
+
+class SignalWhilePredicting(L.Callback):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
+        if batch_idx == 1:
+            os.kill(os.getpid(), self.signum)  # a real signal, to Lightning's handler or Python's
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_predict_with_its_status_and_writes_nothing(
+    tiny_run, tiny_run_copy, signum, status, capsys
+):
+    data = tiny_run[0].parents[1] / "data"
+    checkpoint = tiny_run_copy / "checkpoints" / "best.ckpt"
+    args = ["predict", *tiny_args(data), f"--ckpt_path={checkpoint}", "--data.batch_size=16"]
+    assert exit_status(args, [SignalWhilePredicting(signum)]) == status
+    said = {signal.SIGTERM: "Stopped by SIGTERM", signal.SIGINT: "Stopped by Ctrl-C"}[signum]
+    assert said in capsys.readouterr().err
+    assert not (tiny_run_copy / "predict" / "predictions.csv").exists()  # nothing half-done
 
 
 def test_sigterm_before_any_checkpoint_says_there_is_nothing_to_resume(tiny_mnist, workdir, capsys):
