@@ -5,6 +5,7 @@ import contextlib
 import inspect
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load with `weights_only=True` (tensors and plain data, never code) and check the contents."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise CheckpointError(f"--ckpt_path {path} is a folder; pass a .ckpt file in it")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path} is not a regular file (a FIFO or device)")
+    if not path.exists():
         raise CheckpointError(f"--ckpt_path {path} does not exist")
+    check_archive_sizes(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -78,17 +84,46 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def check_archive_sizes(path: Path) -> None:
+    """torch.save stores tensors uncompressed in a zip archive: one that declares far more data
+    than the file holds (a zip bomb) is refused before anything is inflated."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format, or not a checkpoint at all: torch.load says which
+    with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(path) as archive:
+        declared = sum(entry.file_size for entry in archive.infolist())
+        if declared > 10 * path.stat().st_size + (1 << 26):
+            raise CheckpointError(
+                f"{path} declares {declared / 2**20:,.0f} MiB of contents in a file of "
+                f"{path.stat().st_size / 2**20:,.1f} MiB: not a checkpoint torch.save wrote"
+            )
+
+
 def check_is_ours(path: Path, checkpoint: Any) -> None:
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} has no state_dict: not a Lightning checkpoint")
-    hparams = checkpoint.get("hyper_parameters", {})
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{path} has hyper_parameters that are not settings")
     accepted = set(inspect.signature(MNISTClassifier.__init__).parameters) - {"self"}
     unknown = set(hparams) - accepted - {"_instantiator"}
-    expected_weights = set(MNISTClassifier().model.state_dict())
-    weights = {k.removeprefix("model.") for k in checkpoint["state_dict"] if k.startswith("model.")}
-    if unknown or weights != expected_weights:
-        detail = f"unknown settings {sorted(unknown)}" if unknown else "other layers"
-        raise CheckpointError(f"{path} is a checkpoint of a different model ({detail})")
+    if unknown:
+        raise CheckpointError(
+            f"{path} is a checkpoint of a different model (unknown settings {sorted(unknown)})"
+        )
+    try:  # the model its settings describe, whose weights must match the checkpoint's exactly
+        expected = MNISTClassifier(**{k: v for k, v in hparams.items() if k[0] != "_"})
+    except (TypeError, ValueError) as error:
+        message = f"{path} holds settings that cannot build the model ({error})"
+        raise CheckpointError(message) from None
+    shapes = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    weights = checkpoint["state_dict"]
+    found = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in weights.items()}
+    if found != shapes:
+        differ = sorted(k for k in shapes.keys() | found.keys() if shapes.get(k) != found.get(k))
+        raise CheckpointError(
+            f"{path} is a checkpoint of a different model: its weights do not match its settings "
+            f"({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''})"
+        )
     for name, tensor in checkpoint["state_dict"].items():
         if torch.is_tensor(tensor) and tensor.is_floating_point() and not tensor.isfinite().all():
             raise CheckpointError(

@@ -10,6 +10,7 @@ from typing import Any
 from jsonargparse import Namespace
 
 from mnist_lit.checkpoints import CheckpointError, read_checkpoint
+from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.runs import log_root, place_evaluation_logs
 
@@ -22,7 +23,15 @@ def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
-    if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path == "best" or str(ckpt_path).startswith(("hpc", "registry")):
+        # Lightning's other names: `best` has no meaning before fitting, and `hpc` and the
+        # model registry would skip the checks below
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: {subcommand} takes a checkpoint file, `last`"
+            + ("" if subcommand == "fit" else " or `best`")
+        )
+    if ckpt_path is None:
         if subcommand != "fit":
             place_evaluation_logs(subcommand, config, run=None)
         return

@@ -1,6 +1,8 @@
 """Checkpoints from elsewhere: never run their code, and say clearly what is wrong with them."""
 
+import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,56 @@ def test_damaged_missing_and_foreign_checkpoints(tmp_path, checkpoint):
     for name, message in cases.items():
         with pytest.raises(CheckpointError, match=message):
             read_checkpoint(tmp_path / name)
+
+
+def test_checkpoints_whose_weights_do_not_fit_or_that_are_not_files(tmp_path, checkpoint):
+    state = torch.load(checkpoint, weights_only=True)
+    variants = {
+        "extra_key.ckpt": (lambda s: s["state_dict"].update(extra=torch.zeros(1)), "extra"),
+        "settings_differ.ckpt": (
+            lambda s: s["hyper_parameters"].update(hidden=64),
+            "do not match its settings \\(model.fc1.bias, model.fc1.weight, model.fc2.weight",
+        ),
+        "bad_setting.ckpt": (lambda s: s["hyper_parameters"].update(dropout=1.5), "cannot build"),
+    }
+    for name, (change, message) in variants.items():
+        changed = torch.load(checkpoint, weights_only=True)
+        change(changed)
+        torch.save(changed, tmp_path / name)
+        with pytest.raises(CheckpointError, match=message):
+            read_checkpoint(tmp_path / name)
+    state["hyper_parameters"] = None  # no settings: the defaults, which these weights fit
+    torch.save(state, tmp_path / "no_settings.ckpt")
+    read_checkpoint(tmp_path / "no_settings.ckpt")
+    os.mkfifo(tmp_path / "pipe.ckpt")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        read_checkpoint(tmp_path / "pipe.ckpt")
+
+
+def test_an_archive_declaring_more_than_it_holds_is_refused_unread(tmp_path):
+    bomb = tmp_path / "bomb.ckpt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (200 << 20))  # 200 MiB of zeros
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match="declares 200 MiB of contents"):
+        read_checkpoint(bomb)
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "name"), [("fit", "best"), ("test", "hpc"), ("predict", "registry")]
+)
+def test_lightnings_other_checkpoint_names_are_refused(
+    tiny_mnist, workdir, subcommand, name, capsys
+):
+    with pytest.raises(SystemExit) as exit_:
+        main([subcommand, *tiny_args(tiny_mnist), f"--ckpt_path={name}"])
+    assert exit_.value.code == 2
+    assert (
+        f"error: --ckpt_path {name}: {subcommand} takes a checkpoint file"
+        in capsys.readouterr().err
+    )
 
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_mnist, monkeypatch, capsys):
