@@ -36,10 +36,13 @@ class ExportOutputError(UserError, FileExistsError):
 
 def test_accuracy(ckpt_path: Path) -> float | None:
     """The test/acc that the checkpoint's own run measured for it, if that run recorded one."""
-    summary = ckpt_path.resolve().parents[1] / "metrics.json"
-    if not summary.is_file():
+    summary = ckpt_path.resolve().parent.parent / "metrics.json"  # the root is its own parent
+    try:
+        metrics = json.loads(summary.read_text())
+    except (OSError, ValueError):  # none, or damaged: the accuracy is not known
         return None
-    metrics = json.loads(summary.read_text())
+    if not isinstance(metrics, dict):
+        return None
     tested = metrics.get("test_checkpoint")
     return metrics.get("test/acc") if tested and Path(tested) == ckpt_path.resolve() else None
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.errors import UserError
+from mnist_lit.runs import check_writable
 from mnist_lit.sweep_report import sweep_figure, sweep_runs
 
 FORMATS = (".png", ".pdf", ".svg")
@@ -68,13 +69,21 @@ class Run:
                 return matplotlib.image.imread(io.BytesIO(png), format="png")
         return None
 
+    def train_seconds(self) -> float | None:
+        """From metrics.json, written by the run when it finished fitting (if it did, and the
+        file is whole)."""
+        try:
+            seconds = json.loads((self.folder / "metrics.json").read_text()).get("train_seconds")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return seconds if isinstance(seconds, int | float) else None
+
     def headline(self) -> str:
         figures = [("test acc", "test/acc"), ("best val acc", "val/acc_best")]
         parts = [f"{label} {value:.2%}" for label, tag in figures if (value := self.last(tag))]
         if epochs := len(self.scalars("val/acc")[1]):
             parts.append(f"{epochs} validated epoch{'s' if epochs > 1 else ''}")
-        summary = self.folder / "metrics.json"  # written by the run, when it finished fitting
-        if summary.is_file() and (seconds := json.loads(summary.read_text()).get("train_seconds")):
+        if seconds := self.train_seconds():
             parts.append(f"{seconds:.0f} s training")
         return f"{self.name}: " + (", ".join(parts) or "no evaluation yet")
 
@@ -161,8 +170,11 @@ def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Pat
     folder); a .pdf or .svg output is drawn as vectors."""
     if output is not None and Path(output).suffix.lower() not in FORMATS:
         raise ReportError(f"--output {output}: the picture must end in one of {FORMATS}")
+    if output is not None:  # before reading and drawing, not after
+        check_writable(Path(output).parent, "--output")
     if len(paths) == 1 and sweep_runs(Path(paths[0])):  # a sweep's folder: its settings
         output = Path(output) if output else Path(paths[0]) / "report.png"
+        output.parent.mkdir(parents=True, exist_ok=True)
         sweep_figure(Path(paths[0]), Run).savefig(output, dpi=dpi)
         return output
     runs = [Run(find_run(Path(path))) for path in paths]
@@ -172,6 +184,7 @@ def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Pat
         name_runs(runs)
     figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
     output = Path(output) if output else runs[0].folder / "report.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=dpi)
     return output
 

@@ -1,6 +1,7 @@
 """The exported network, run by onnxruntime and torch.export, agrees with PyTorch."""
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime
@@ -86,3 +87,15 @@ def test_export_creates_the_output_folder_or_says_why_it_cannot(exported, tmp_pa
         main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path}/afile/model.onnx"])
     error = capsys.readouterr().err
     assert exit_.value.code == 1 and "afile is a file. Choose another with --output" in error
+
+
+def test_a_damaged_metrics_file_beside_the_checkpoint_leaves_the_accuracy_unknown(
+    exported, tmp_path
+):
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(exported[1], checkpoint)
+    (tmp_path / "run" / "metrics.json").write_text("{not json")
+    output = tmp_path / "out" / "model.onnx"
+    main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
+    assert json.loads(output.with_suffix(".json").read_text())["test_acc"] is None

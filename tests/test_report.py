@@ -91,6 +91,28 @@ def test_the_picture_of_one_run_shows_its_mistakes(tmp_path):
     ]  # fmt: skip
 
 
+def test_damaged_files_and_output_folders(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    (run / "metrics.json").write_text('{"train_seconds": 1')  # cut short
+    output = tmp_path / "new" / "folder" / "report.png"
+    assert main(["report", str(run), "--output", str(output)]) == output  # folders created
+    (tmp_path / "a_file").write_text("in the way\n")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    (noise / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 64)
+    for args, said in (
+        ([str(run), "--output", str(tmp_path / "a_file" / "r.png")], "a_file is a file"),
+        ([str(noise)], "has no curves yet: nothing to draw"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["report", *args])
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err
+    assert not (noise / "report.png").exists()
+
+
 def test_folder_without_events_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(tmp_path)])
