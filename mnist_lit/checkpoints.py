@@ -5,6 +5,7 @@ import contextlib
 import inspect
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)  # atomic within one file system
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch's zip writer raises RuntimeError
+            reason = write_failure(error, path.parent)
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             raise CheckpointWriteError(
-                f"could not write checkpoint {path}: {error.strerror or error}. Checkpoints "
-                "written before are kept; free some space or choose another folder with "
-                "--checkpoint.dirpath"
+                f"could not write checkpoint {path}: {reason}. Checkpoints written before are "
+                "kept; free some space or choose another folder with --checkpoint.dirpath"
             ) from error
+
+
+def write_failure(error: Exception, folder: Path) -> str:
+    """Why a write failed, in words: torch reports a full disk as `[enforce fail at
+    inline_container.cc] unexpected pos`, so the folder's free space is asked directly."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return "No space left on device"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from mnist_lit.runs import check_writable, run_folder
 
 
 class PredictionOutputError(UserError, FileExistsError):
-    """The predictions file exists and --overwrite was not given."""
+    """The predictions file cannot be written: it exists (and no --overwrite), or writing failed."""
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -101,6 +101,10 @@ def write_atomically(path: Path, rows) -> None:
     """Write a CSV beside its final name, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="", encoding="utf-8") as file:
-        csv.writer(file).writerows(rows)
-    partial.replace(path)
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as file:
+            csv.writer(file).writerows(rows)
+        partial.replace(path)
+    except OSError as error:  # e.g. a full disk: one line, and no half-written file left
+        partial.unlink(missing_ok=True)
+        raise PredictionOutputError(f"could not write {path}: {error.strerror or error}") from None

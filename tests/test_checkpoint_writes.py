@@ -1,6 +1,7 @@
 """Checkpoint writes: a kill or a full disk mid-write never costs the previous checkpoint; an
 output folder that cannot be written stops the run before it trains."""
 
+import contextlib
 import errno
 import subprocess
 import sys
@@ -115,6 +116,34 @@ def test_evaluation_outputs_that_cannot_be_written_stop_before_the_work(
     out, err = capsys.readouterr()
     assert err.startswith("error: ") and said in err and "Traceback" not in err
     assert "Predicted" not in out and "Test metric" not in out  # before the work
+
+
+def test_a_real_full_disk_stops_fit_with_one_line_and_no_leftovers(
+    tiny_mnist, workdir, small_disk, capsys
+):
+    # the model with its Adam state is ~17 MB: the first checkpoint cannot fit in 4 MiB
+    args = ["fit", *tiny_args(tiny_mnist), f"--checkpoint.dirpath={small_disk}"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: could not write checkpoint" in err and "No space left on device" in err
+    assert list(small_disk.iterdir()) == []  # no temporary file left filling the disk
+
+
+def test_a_full_disk_under_the_predictions_file_is_one_line_and_no_partial_file(
+    tiny_run, tiny_run_copy, small_disk, capsys
+):
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+        filler.write(b"\0" * (5 << 20))  # fills the disk to its last byte
+    checkpoint = tiny_run_copy / "checkpoints" / "best.ckpt"
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", *tiny_args(tiny_run[0].parents[1] / "data"), f"--ckpt_path={checkpoint}",
+              f"--predictions_file={small_disk / 'out.csv'}"])  # fmt: skip
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: could not write" in err and "No space left on device" in err
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
 def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
