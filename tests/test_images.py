@@ -7,9 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from mnist_lit.images import MAX_PIXELS, ImageError, find_images, load_digit
+from mnist_lit.images import MAX_PIXELS, ImageError, find_images, load_digit, read_digits
 from tests.helpers import fake_digits
 
 
@@ -159,3 +162,46 @@ def test_missing_path_and_empty_folder_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no image files"):
         find_images([tmp_path / "empty"])
+
+
+MODES = ["L", "RGB", "RGBA", "LA", "P", "1", "CMYK", "I;16", "I", "F"]
+FORMATS = {"png": ["L", "RGB", "RGBA", "LA", "P", "1", "I;16"], "jpeg": ["L", "RGB", "CMYK"],
+           "tiff": MODES, "bmp": ["L", "RGB", "P", "1"]}  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    image_format=st.sampled_from(sorted(FORMATS)),
+    mode_index=st.integers(0, len(MODES) - 1),
+    size=st.tuples(st.integers(1, 70), st.integers(1, 70)),
+    value_range=st.sampled_from([1.0, 255.0, 65535.0, float("nan")]),
+    orientation=st.integers(0, 8),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    seed=st.integers(0, 2**16),
+)
+def test_any_image_file_gives_one_digit_or_one_reason(
+    tmp_path_factory, image_format, mode_index, size, value_range, orientation, cut, seed
+):
+    """Whatever the file (mode, size, range of values, EXIF orientation, cut short), reading it
+    gives exactly one row's worth: a digit, or the reason there is none; never an exception."""
+    folder = tmp_path_factory.mktemp("any")
+    modes = FORMATS[image_format]
+    mode = modes[mode_index % len(modes)]
+    values = np.random.default_rng(seed).random(size[::-1]) * value_range
+    if mode == "F":
+        image = Image.fromarray(values.astype(np.float32))
+    else:
+        image = Image.fromarray(np.nan_to_num(values).clip(0, 255).astype(np.uint8)).convert(mode)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    path = folder / f"image.{image_format}"
+    image.save(path, exif=exif) if image_format in ("png", "jpeg", "tiff") else image.save(path)
+    if cut is not None:
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * cut)])
+    inputs = read_digits([path])
+    assert len(inputs.digits) + len(inputs.errors) == 1
+    assert inputs.digits.shape[1:] == (28, 28) and inputs.digits.dtype == torch.uint8
+    if mode == "F" and np.isnan(values).any() and cut is None:
+        assert list(inputs.errors.values()) == ["NaN or infinite pixel values"]  # no made-up digit
