@@ -11,6 +11,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -158,6 +159,20 @@ def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Pat
         # e.g. --trainer.accelerator gpu on a machine without one, --trainer.max_epochs -5
         print(f"error: {error}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)
         raise SystemExit(2) from None
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "MemoryError"
+        print(f"error: out of memory ({reason}); lower --data.batch_size", file=sys.stderr)
+        raise SystemExit(1) from None
     except UserError as error:  # a known problem with the user's input: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_status) from None
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: torch's on GPUs, its CPU allocator's message, or Python's own."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    message = str(error)
+    return "can't allocate memory" in message or "not enough memory" in message

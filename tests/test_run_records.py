@@ -157,6 +157,33 @@ def test_max_time_stop_is_saved_where_it_stopped_and_said_so(tiny_mnist, workdir
     assert metrics["train_images"] == 3 * 256  # the rest of epoch 1 was trained, not skipped
 
 
+class AllocationFails(L.Callback):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        raise self.error  # what torch raises when a batch does not fit in memory
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: "
+                     "not enough memory: you tried to allocate 6553600000 bytes."),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        MemoryError(),
+    ],
+    ids=["CPU", "GPU", "Python"],
+)  # fmt: skip
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(
+    tiny_mnist, workdir, error, capsys
+):
+    assert exit_status(["fit", *tiny_args(tiny_mnist)], [AllocationFails(error)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and "lower --data.batch_size" in err
+    assert "Traceback" not in err
+
+
 class SigtermInSanityCheck(L.Callback):
     def on_sanity_check_start(self, trainer, pl_module) -> None:
         raise SIGTERMException  # what Lightning raises when SIGTERM arrives
