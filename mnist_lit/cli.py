@@ -159,15 +159,15 @@ def main(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Pat
         # e.g. --trainer.accelerator gpu on a machine without one, --trainer.max_epochs -5
         print(f"error: {error}\nSee: mnist-lit [SUBCOMMAND] --help", file=sys.stderr)
         raise SystemExit(2) from None
-    except (MemoryError, RuntimeError) as error:
+    except UserError as error:  # a known problem with the user's input: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_status) from None
+    except (MemoryError, RuntimeError) as error:  # after UserError: some are RuntimeErrors
         if not out_of_memory(error):
             raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else "MemoryError"
         print(f"error: out of memory ({reason}); lower --data.batch_size", file=sys.stderr)
         raise SystemExit(1) from None
-    except UserError as error:  # a known problem with the user's input: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_status) from None
 
 
 def out_of_memory(error: BaseException) -> bool:
