@@ -52,17 +52,22 @@ def open_storage(url: str) -> RDBStorage:
                 heartbeat_stale_trial_callback=retry,
             )
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
-            # workers started together on a new database server all create Optuna's tables;
-            # all but one fail on a table or row another has just made, and find it next time
-            if attempt == SETUP_ATTEMPTS - 1:
+        except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
+            if not made_by_another(error) or attempt == SETUP_ATTEMPTS - 1:
                 raise storage_error(url, error) from None
             time.sleep(random.uniform(0.2, 1.0))
-        except Exception as error:  # SQLAlchemy's driver and connection errors vary by database
-            raise storage_error(url, error) from None
     if url.startswith("sqlite"):
         lock_on_begin(storage.engine)
     return storage
+
+
+def made_by_another(error: Exception) -> bool:
+    """Workers started together on a new database all create Optuna's tables: all but one fail
+    on a table or row another has just made (PostgreSQL: DuplicateTable, UniqueViolation;
+    SQLite: "table ... already exists"), and find it when they try again."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
+        return True
+    return isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error)
 
 
 def storage_error(url: str, error: Exception) -> StorageError:

@@ -64,17 +64,22 @@ def test_workers_claim_every_trial_exactly_once(tmp_path):
     assert sorted(claimed) == list(range(12))
 
 
-def test_workers_starting_together_on_an_empty_database_server_all_join_one_study(
-    tmp_path, postgres_url
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_workers_starting_together_on_an_empty_database_all_join_one_study(
+    tmp_path, database, request
 ):
     """The first workers of a sweep on a new database create Optuna's tables at the same time."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     sweep = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3, 2e-3]}))
     start, studies_opened, errors = threading.Barrier(4), [], []
 
     def worker() -> None:
         start.wait()
         try:
-            storage = studies.open_storage(postgres_url)
+            storage = studies.open_storage(url)
             studies_opened.append(studies.open_study(storage, "grid", sweep, []))
         except Exception as error:  # noqa: BLE001 (reported by the assertion below)
             errors.append(error)
