@@ -2,12 +2,14 @@
 summary lists the network, not the metric objects beside it. Real problems are still shown."""
 
 import logging
+import threading
 import warnings
 
 import lightning as L
 import torchmetrics
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import nn
 
 # Lightning's info lines (logger lightning.pytorch.utilities.rank_zero and the checkpoint
@@ -46,6 +48,24 @@ def quiet_lightning() -> None:
             logger.addFilter(DropNoise())
     for message in WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    quiet_event_writer_thread()
+
+
+def quiet_event_writer_thread() -> None:
+    """TensorBoard's event writer thread prints the traceback of a failed write (a full disk)
+    and keeps the error, which the logger's next write raises again in the run's own thread,
+    where runs.reporting_full_disk turns it into one line: the thread's copy is left out."""
+    if getattr(threading.excepthook, "quiet_event_writer", False):
+        return
+    default = threading.excepthook
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and args.exc_type is not None
+                and issubclass(args.exc_type, OSError)):  # fmt: skip
+            default(args)
+
+    excepthook.quiet_event_writer = True
+    threading.excepthook = excepthook
 
 
 class NetworkOnly(Summary):

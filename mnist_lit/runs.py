@@ -1,6 +1,9 @@
 """A run's folder: claimed for it alone, checked writable before any work, and found again."""
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,14 @@ from mnist_lit.errors import UserError
 
 class OutputFolderError(UserError, PermissionError):
     """A folder the run must write to cannot be written."""
+
+
+class RunFolderFullError(UserError, OSError):
+    """The disk under the run's folder filled up while the run wrote its events or files."""
+
+
+# a write refused for want of space: a full disk, or the user's quota on it
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def run_folder(trainer: L.Trainer) -> Path:
@@ -80,6 +91,26 @@ class RunLogger(TensorBoardLogger):
             on_rank_zero = rank_zero_only.rank == 0
             self.claimed = claim_version(Path(self.root_dir)) if on_rank_zero else super().version
         return self.claimed
+
+
+@contextlib.contextmanager
+def reporting_full_disk(trainer: L.Trainer, fix: str = "free some space there") -> Iterator[None]:
+    """A full disk under the run's folder ends the run as one `error:` line. TensorBoard's event
+    writer fails in its own thread and raises the error again at the logger's next write (see
+    console.quiet_event_writer_thread); config.yaml, hparams.yaml and metrics.json fail in
+    place. What was written before stays: the checkpoints, and the events up to the failure."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, UserError) or error.errno not in NO_SPACE:
+            raise  # checkpoints and predictions say so themselves, with their own flags
+        # the logger's own folder, not trainer.log_dir: that is a collective call under DDP
+        folder = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
+        where = error.filename or f"the run's files in {folder}"
+        raise RunFolderFullError(
+            f"could not write {where}: {error.strerror}. The run stopped; the checkpoints and "
+            f"events written before are kept; {fix}"
+        ) from None
 
 
 def check_run_folders(trainer: L.Trainer) -> None:

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from mnist_lit.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
 from mnist_lit.errors import ConfigError
 from mnist_lit.predictions import PredictionWriter
-from mnist_lit.runs import run_folder
+from mnist_lit.runs import reporting_full_disk, run_folder
 from mnist_lit.summary import RunSummary
 from mnist_lit.tracking import CurveCharts, HyperparametersWithMetrics, PredictionPictures
 
@@ -52,19 +52,24 @@ class MNISTTrainer(L.Trainer):
                 "--trainer.max_epochs 0 trains nothing; to evaluate untrained weights on purpose, "
                 "run `test --untrained true`"
             )
-        super().fit(*args, **kwargs)
-        if self.fast_dev_run:
-            return
-        if not test_after_fit:
-            pass
-        elif self.checkpoint_callback and self.checkpoint_callback.best_model_path:
+        fix = "free some space there or choose another folder with --trainer.default_root_dir"
+        with reporting_full_disk(self, fix):
+            super().fit(*args, **kwargs)
+            if self.fast_dev_run:
+                return
+            if test_after_fit:
+                self.test_best()
+        self.print_results()
+
+    def test_best(self) -> None:
+        """Test the best checkpoint of the fit just done, or its final weights without one."""
+        if self.checkpoint_callback and self.checkpoint_callback.best_model_path:
             super().test(self.lightning_module, datamodule=self.datamodule, ckpt_path="best")
         else:
             rank_zero_warn(
                 "No best checkpoint was saved (validation off?); testing the final weights."
             )
             super().test(self.lightning_module, datamodule=self.datamodule)
-        self.print_results()
 
     def print_results(self) -> None:
         """The run's folder and files, and the commands that show them."""
@@ -89,7 +94,8 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        results = super().validate(*args, **kwargs)
+        with reporting_full_disk(self):
+            results = super().validate(*args, **kwargs)
         self.print_evaluation("TensorBoard events, config.yaml")
         return results
 
@@ -101,7 +107,8 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        results = super().test(*args, **kwargs)
+        with reporting_full_disk(self):
+            results = super().test(*args, **kwargs)
         self.print_evaluation("metrics.json, TensorBoard events, config.yaml")
         return results
 
@@ -137,7 +144,8 @@ class MNISTTrainer(L.Trainer):
         writer.output = Path(predictions_file).resolve() if predictions_file else None
         writer.overwrite = overwrite
         writer.check_output()  # before any work, not after it
-        predictions = super().predict(*args, **kwargs)
+        with reporting_full_disk(self):
+            predictions = super().predict(*args, **kwargs)
         if not writer.written:  # no input could be read, so Lightning predicted nothing
             writer.write(self)
         return predictions

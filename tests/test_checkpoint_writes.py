@@ -1,5 +1,6 @@
 """Checkpoint writes: a kill or a full disk mid-write never costs the previous checkpoint; an
-output folder that cannot be written stops the run before it trains."""
+output folder that cannot be written stops the run before it trains; a disk that fills under the
+run's TensorBoard events ends it with one line."""
 
 import contextlib
 import errno
@@ -9,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from mnist_lit.checkpoints import AtomicCheckpointIO, CheckpointWriteError
 from mnist_lit.cli import main, make_cli
@@ -144,6 +146,44 @@ def test_a_full_disk_under_the_predictions_file_is_one_line_and_no_partial_file(
     err = capsys.readouterr().err
     assert "error: could not write" in err and "No space left on device" in err
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_a_real_full_disk_under_the_tensorboard_events_is_one_line(
+    tiny_mnist, workdir, small_disk, capsys
+):
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+        filler.write(b"\0" * ((4 << 20) - (40 << 10)))  # 40 KiB left: full by the first pictures
+    args = ["fit", *tiny_args(tiny_mnist), f"--trainer.default_root_dir={small_disk}",
+            f"--checkpoint.dirpath={workdir}/checkpoints", "--trainer.max_epochs=3"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    # the writer fails in its own thread: neither its traceback nor the main thread's is shown
+    assert err.count("error: could not write") == 1 and "No space left on device" in err
+    assert "Traceback" not in err and "Exception in thread" not in err
+    assert "--trainer.default_root_dir" in err
+
+
+def test_a_failed_event_write_mid_run_is_one_line(tiny_mnist, workdir, monkeypatch, capsys):
+    # the same as above, without root: the events' file refuses its fifth record
+    write = RecordWriter.write
+    records = []
+
+    def write_until_full(self, data):
+        records.append(data)
+        if len(records) > 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write_until_full)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=2"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write the run's files in lightning_logs/version_0")
+    assert "No space left on device" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
 
 
 def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
