@@ -82,7 +82,10 @@ class MNISTTrainer(L.Trainer):
             score = checkpoint.best_model_score
             best = Path(checkpoint.best_model_path)
             lines.append(f"Best checkpoint: {best} (val/acc {score:.4f})")
-        lines.append(f"Curves: tensorboard --logdir {run.parent}  (tab Custom Scalars)")
+        # TensorBoard opens on Time Series, whose first group is `test` (groups go by name)
+        lines.append(
+            f"Curves: tensorboard --logdir {run.parent}, then http://localhost:6006/#custom_scalars"
+        )
         lines.append(f"Picture: python -m mnist_lit report {run}")
         print("\n".join(lines))
 

@@ -82,7 +82,8 @@ def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     assert "Run: lightning_logs/version_0/ (metrics.json" in printed
     best = "lightning_logs/version_0/checkpoints/best.ckpt"
     assert f"Best checkpoint: {best} (val/acc {metrics['best_val/acc']:.4f})" in printed
-    assert "Curves: tensorboard --logdir lightning_logs  (tab Custom Scalars)\n" in printed
+    curves = "tensorboard --logdir lightning_logs, then http://localhost:6006/#custom_scalars\n"
+    assert f"Curves: {curves}" in printed
 
 
 def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdir, capsys):
