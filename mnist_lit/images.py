@@ -40,7 +40,9 @@ def read_gray(path: str | Path) -> np.ndarray:
             return to_gray(ImageOps.exif_transpose(image))
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:  # Pillow's message repeats the path, which the row has
+        raise ImageError("not a readable image: no image format recognises it") from None
+    except Image.DecompressionBombError as error:
         raise ImageError(f"not a readable image ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt payloads
         raise ImageError(f"corrupt or truncated image ({error})") from None

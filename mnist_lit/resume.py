@@ -60,13 +60,19 @@ def find_checkpoint(name: str, config: Namespace) -> Path:
         pattern = log_root(config) / "version_*" / "checkpoints" / file
     else:
         pattern = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / file
-    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
-    if not found:
+    found = newest_checkpoint(pattern)
+    if found is None:
         raise CheckpointError(
             f"--ckpt_path {name}: no {pattern} was found; pass a checkpoint path, or leave "
             "--ckpt_path out to start a new run"
         )
-    return found[-1]
+    return found
+
+
+def newest_checkpoint(pattern: Path) -> Path | None:
+    """The most recently written file matching the glob `pattern`, if any."""
+    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
 
 
 def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
