@@ -1,4 +1,4 @@
-"""Command line: `python -m mnist_lit {fit,validate,test,predict,report,export} ...`.
+"""Command line: `python -m mnist_lit {fit,validate,test,predict,report,export,sweep,demo} ...`.
 
 A LightningCLI over MNISTClassifier, MNISTDataModule and MNISTTrainer: every option is a YAML
 key and a flag. `report` (report.py) and `export` (export.py) need no model, data or trainer and
@@ -18,7 +18,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit import export, report, sweep
+from mnist_lit import demo, export, report, sweep
 from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.checkpoints import AtomicCheckpointIO
 from mnist_lit.console import NetworkSummary, quiet_lightning
@@ -32,7 +32,7 @@ from mnist_lit.tracking import SaveConfigToTensorBoard
 from mnist_lit.trainer import MNISTTrainer, trainer_defaults
 
 # each has HELP, parser() and run(options), and parse(argv) where it keeps unknown flags
-TOOLS = {"report": report, "export": export, "sweep": sweep}
+TOOLS = {"report": report, "export": export, "sweep": sweep, "demo": demo}
 
 
 class MNISTArgumentParser(LightningArgumentParser):

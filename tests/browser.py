@@ -1,0 +1,174 @@
+"""The demo driven as a user drives it: the page served by `mnist-lit demo` in a subprocess,
+headless Chromium (Debian's `chromium`, through Playwright), digits drawn with pointer strokes.
+Used by tests/test_demo.py and benchmarks/demo_digits.py."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import numpy as np
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+from mnist_lit.demo import PROMPT
+from tests.helpers import REPO
+
+
+def arc(cx, cy, rx, ry, start, end, points=16) -> list[tuple[float, float]]:
+    """Points along an ellipse, angles in turns (0 = right, 0.25 = down: y grows downwards)."""
+    turns = np.linspace(start, end, points) * 2 * np.pi
+    return [(cx + rx * np.cos(t), cy + ry * np.sin(t)) for t in turns]
+
+
+# Each digit as pointer strokes in a unit square (x right, y down), written as people write them
+DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    0: [arc(0.5, 0.5, 0.22, 0.34, -0.25, 0.77, 28)],
+    1: [[(0.56, 0.15), (0.47, 0.86)]],
+    2: [arc(0.5, 0.33, 0.21, 0.18, -0.45, 0.1, 12) + [(0.29, 0.84), (0.76, 0.84)]],
+    3: [arc(0.48, 0.32, 0.2, 0.16, -0.42, 0.25, 12) + arc(0.48, 0.66, 0.23, 0.18, -0.25, 0.42, 14)],
+    4: [[(0.33, 0.14), (0.28, 0.58), (0.76, 0.58)], [(0.64, 0.16), (0.64, 0.88)]],
+    5: [[(0.72, 0.15), (0.36, 0.15), (0.33, 0.46)] + arc(0.5, 0.64, 0.22, 0.2, -0.4, 0.4, 14)],
+    6: [[(0.64, 0.14), (0.42, 0.36)] + arc(0.5, 0.66, 0.2, 0.2, 0.5, 1.5, 24)],
+    7: [[(0.27, 0.17), (0.73, 0.17), (0.45, 0.86)]],
+    8: [[(0.5 - 0.2 * np.sin(2 * t), 0.5 - 0.34 * np.cos(t)) for t in np.linspace(0, 6.3, 40)]],
+    9: [arc(0.5, 0.33, 0.19, 0.18, 0.0, 1.0, 24) + [(0.67, 0.4), (0.62, 0.87)]],
+}
+
+
+def find_chromium() -> str | None:
+    """Debian's package installs `chromium`; other systems name it otherwise."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
+    """`python -m mnist_lit demo` on a free local port; yields its address once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "mnist_lit", "demo", f"--ckpt_path={checkpoint}",
+               f"--port={port}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = cwd / f"demo-{port}.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the demo did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def chromium_page(url: str):
+    """A headless Chromium tab on `url`, 1300x1000, with every address it asked for in
+    `page.requested`."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.requested = []
+            page.on("request", lambda request: page.requested.append(request.url))
+            page.goto(url)
+            page.wait_for_selector("#sketchpad canvas", timeout=60_000)
+            brush_chosen(page)
+            yield page
+        finally:
+            browser.close()
+
+
+def reading(page, previous: str, timeout: float = 30_000) -> str:
+    """The page's reading once it differs from `previous`."""
+    page.wait_for_function(
+        """previous => {
+            const text = document.querySelector('#reading').innerText.trim();
+            // not Gradio's progress text ("processing | 0.1s", "0.3s")
+            return text !== previous && !/^(processing|[0-9.]+s)/.test(text);
+        }""",
+        arg=previous,
+        timeout=timeout,
+    )
+    return page.locator("#reading").inner_text().strip()
+
+
+def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
+    """Draws the strokes on the sketchpad with the mouse. The canvas's drawing area is a square
+    in the middle of the canvas element: the strokes go in its middle 80%."""
+    box = page.locator("#sketchpad canvas").first.bounding_box()
+    side = 0.8 * min(box["width"], box["height"])
+    left = box["x"] + (box["width"] - side) / 2
+    top = box["y"] + (box["height"] - side) / 2
+    for stroke in strokes:
+        (x, y), *rest = stroke
+        page.mouse.move(left + x * side, top + y * side)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(left + x * side, top + y * side, steps=2)
+        page.mouse.up()
+
+
+def read_drawn(page, digit: int, timeout: float = 30_000) -> str:
+    """Draws `digit` and returns what the page reads: `Read as {digit} (...)` as soon as it says
+    so, or whatever it says once `timeout` ms have passed. (The page reads after each stroke,
+    so a digit of two strokes is read twice; the answer to wait for is the last one.)"""
+    page.get_by_role("tab", name="Draw").click()
+    draw(page, DIGIT_STROKES[digit])
+    with suppress(PlaywrightTimeout):
+        page.wait_for_function(
+            "expected => document.querySelector('#reading').innerText.startsWith(expected)",
+            arg=f"Read as {digit} ",
+            timeout=timeout,
+        )
+    return page.locator("#reading").inner_text().strip()
+
+
+def brush_chosen(page) -> None:
+    """Waits until the page has chosen the brush (demo.CHOOSE_BRUSH)."""
+    page.wait_for_selector('#sketchpad button[aria-label="Brush"].highlight', timeout=30_000)
+
+
+def clear(page) -> None:
+    """Empties the canvas with its own Clear button; the page says to draw again."""
+    before = page.locator("#reading").inner_text().strip()
+    page.get_by_role("button", name="Clear canvas").click()
+    reading(page, before)
+    brush_chosen(page)
+
+
+def upload(page, path: Path) -> str:
+    """Uploads the file in the Upload tab (after clearing the one before) and returns the
+    page's reading of it."""
+    page.get_by_role("tab", name="Upload").click()
+    earlier = page.locator('#upload button[aria-label="Clear"]')
+    if earlier.count():
+        before = page.locator("#reading").inner_text().strip()
+        earlier.click()
+        if before != PROMPT:
+            reading(page, before)
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    return reading(page, PROMPT)
