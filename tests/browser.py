@@ -3,6 +3,7 @@ headless Chromium (Debian's `chromium`, through Playwright), digits drawn with p
 Used by tests/test_demo.py and benchmarks/demo_digits.py."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -102,18 +103,24 @@ def chromium_page(url: str):
             browser.close()
 
 
-def reading(page, previous: str, timeout: float = 30_000) -> str:
-    """The page's reading once it differs from `previous`."""
-    page.wait_for_function(
-        """previous => {
+# what the page says once it has read an image: its reading, or why it could not
+ANSWER = r"^(Read as \d \([0-9.]+%\)|.+ cannot be read: .+)$"
+ASKING = f"^{re.escape(PROMPT)}$"
+
+
+def settled(page, pattern: str, timeout: float = 30_000) -> str:
+    """The page's reading once all of it matches `pattern` (a regex, JavaScript's and Python's
+    alike), taken in the same instant: Gradio's progress text ("processing | 0.1s") comes and
+    goes above it while the server works."""
+    found = page.wait_for_function(
+        """pattern => {
             const text = document.querySelector('#reading').innerText.trim();
-            // not Gradio's progress text ("processing | 0.1s", "0.3s")
-            return text !== previous && !/^(processing|[0-9.]+s)/.test(text);
+            return new RegExp(pattern, 's').test(text) ? text : false;
         }""",
-        arg=previous,
+        arg=pattern,
         timeout=timeout,
     )
-    return page.locator("#reading").inner_text().strip()
+    return found.json_value()
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
@@ -134,17 +141,13 @@ def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
 
 def read_drawn(page, digit: int, timeout: float = 30_000) -> str:
     """Draws `digit` and returns what the page reads: `Read as {digit} (...)` as soon as it says
-    so, or whatever it says once `timeout` ms have passed. (The page reads after each stroke,
-    so a digit of two strokes is read twice; the answer to wait for is the last one.)"""
+    so, or else its answer once `timeout` ms have passed. (The page reads after each stroke, so
+    a digit of two strokes is read twice; the answer to wait for is the last one.)"""
     page.get_by_role("tab", name="Draw").click()
     draw(page, DIGIT_STROKES[digit])
     with suppress(PlaywrightTimeout):
-        page.wait_for_function(
-            "expected => document.querySelector('#reading').innerText.startsWith(expected)",
-            arg=f"Read as {digit} ",
-            timeout=timeout,
-        )
-    return page.locator("#reading").inner_text().strip()
+        return settled(page, rf"^Read as {digit} \([0-9.]+%\)$", timeout)
+    return settled(page, ANSWER)
 
 
 def brush_chosen(page) -> None:
@@ -153,22 +156,19 @@ def brush_chosen(page) -> None:
 
 
 def clear(page) -> None:
-    """Empties the canvas with its own Clear button; the page says to draw again."""
-    before = page.locator("#reading").inner_text().strip()
+    """Empties the canvas with its own Clear button; the page asks for a digit again."""
     page.get_by_role("button", name="Clear canvas").click()
-    reading(page, before)
+    settled(page, ASKING)
     brush_chosen(page)
 
 
 def upload(page, path: Path) -> str:
     """Uploads the file in the Upload tab (after clearing the one before) and returns the
-    page's reading of it."""
+    page's answer."""
     page.get_by_role("tab", name="Upload").click()
     earlier = page.locator('#upload button[aria-label="Clear"]')
     if earlier.count():
-        before = page.locator("#reading").inner_text().strip()
         earlier.click()
-        if before != PROMPT:
-            reading(page, before)
+    settled(page, ASKING)  # so that the answer below is this file's (a drawing: clear it first)
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    return reading(page, PROMPT)
+    return settled(page, ANSWER)
