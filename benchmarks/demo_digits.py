@@ -28,7 +28,7 @@ def main() -> None:
     readings = {}
     with (
         tempfile.TemporaryDirectory() as server_folder,  # the server's log
-        serving_demo(options.ckpt_path.resolve(), Path(server_folder)) as url,
+        serving_demo(options.ckpt_path.resolve(), Path(server_folder)) as (url, _),
         chromium_page(url) as page,
     ):
         for digit in DIGIT_STROKES:

@@ -5,6 +5,7 @@ Used by tests/test_demo.py and benchmarks/demo_digits.py."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -58,14 +59,23 @@ def free_port() -> int:
 
 @contextmanager
 def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
-    """`python -m mnist_lit demo` on a free local port; yields its address once it answers."""
+    """`python -m mnist_lit demo` on a free local port; yields its address and process once it
+    answers. The process takes Ctrl-C (SIGINT) as from a terminal, even where this one ignores
+    it (started in the background by a shell)."""
     port = free_port()
     command = [sys.executable, "-m", "mnist_lit", "demo", f"--ckpt_path={checkpoint}",
                f"--port={port}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = cwd / f"demo-{port}.log"
     with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output)
+        server = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=output,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -79,7 +89,7 @@ def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the demo did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=30)

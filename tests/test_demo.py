@@ -4,6 +4,7 @@ of the internet. The browser tests need Debian's `chromium` (`.ci/run` installs 
 and Gradio (`pip install -e ".[dev]"`), and MNIST in ../shared/data for a model that reads."""
 
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -109,6 +110,18 @@ def test_a_port_in_use_is_one_line(tiny_checkpoint, capsys):
     assert err.startswith(f"error: cannot serve on 127.0.0.1:{port}") and "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_demo_with_130(tiny_checkpoint, tmp_path):
+    pytest.importorskip("gradio")
+    from tests.browser import serving_demo
+
+    with serving_demo(tiny_checkpoint, tmp_path) as (url, server):
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 130
+    log = next(tmp_path.glob("demo-*.log")).read_text()
+    assert f"Demo of {tiny_checkpoint}: {url}" in log and "Stopped by Ctrl-C" in log
+
+
 # --- in a real browser -------------------------------------------------------------------------
 
 
@@ -137,7 +150,7 @@ def demo_page(reading_model):
     if browser.find_chromium() is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
     with (
-        browser.serving_demo(reading_model, reading_model.parents[3]) as url,
+        browser.serving_demo(reading_model, reading_model.parents[3]) as (url, _),
         browser.chromium_page(url) as page,
     ):
         yield page, url
