@@ -20,6 +20,7 @@ from train_speed import autocast_for, inference_speed, machine
 
 from mnist_lit.data import normalize
 from mnist_lit.model import CNN
+from mnist_lit.module import MNISTClassifier
 
 # (name, batch size, fused Adam, channels_last, bf16, dropout): each row adds one change
 LADDER = [
@@ -74,6 +75,13 @@ def main() -> None:
     for batch_size in (64, 256, 1024):
         inference[f"fp32 batch {batch_size}"] = inference_speed(
             net, test.data, nullcontext, batch_size
+        )
+    inference["fp32 batch 4096"] = inference_speed(net, test.data, nullcontext, 4096)
+    # the module evaluates in chunks of CPU_EVAL_CHUNK images, as test, validate and predict do
+    module = MNISTClassifier().eval()
+    for batch_size in (1024, 4096):
+        inference[f"fp32 batch {batch_size}, MNISTClassifier in chunks"] = inference_speed(
+            module, test.data, nullcontext, batch_size
         )
     inference["bf16 batch 1024"] = inference_speed(
         net, test.data, autocast_for("bf16-mixed", torch.device("cpu"))

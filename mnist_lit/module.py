@@ -13,6 +13,11 @@ from mnist_lit.errors import require
 from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.model import CNN
 
+# Evaluation and prediction on a CPU run the network on at most this many images at a time: at
+# batch 1024 the first layer's output (25 MB) spills out of the caches, and fp32 inference falls
+# from about 9,000 to 5,500 images/s (benchmarks/ingredients.py). Each image's result is the same.
+CPU_EVAL_CHUNK = 256
+
 
 def per_image(batch_mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The batch's mean loss once per image (a view), so a MeanMetric weighs batches by size.
@@ -83,7 +88,9 @@ class MNISTClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        if self.training or images.device.type != "cpu" or len(images) <= CPU_EVAL_CHUNK:
+            return self.model(images)
+        return torch.cat([self.model(chunk) for chunk in images.split(CPU_EVAL_CHUNK)])
 
     def _logits_and_loss(
         self, batch: tuple[torch.Tensor, torch.Tensor]

@@ -2,7 +2,7 @@ import lightning as L
 import torch
 
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import MNISTClassifier
+from mnist_lit.module import CPU_EVAL_CHUNK, MNISTClassifier
 
 
 def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -35,6 +35,18 @@ def test_predict_step_returns_labels_and_probabilities():
     assert out["preds"].shape == (6,) and out["probs"].shape == (6, 10)
     torch.testing.assert_close(out["probs"].sum(dim=1), torch.ones(6))
     assert torch.equal(out["preds"], out["probs"].argmax(dim=1))
+
+
+def test_evaluation_in_chunks_gives_each_image_its_own_logits():
+    model = MNISTClassifier().eval()
+    images = torch.randn(2 * CPU_EVAL_CHUNK + 7, 1, 28, 28)  # two chunks and a part
+    with torch.inference_mode():
+        chunked = model(images)
+        one_by_one = torch.cat([model(image[None]) for image in images[:: CPU_EVAL_CHUNK // 2]])
+        whole = model.model(images.contiguous(memory_format=torch.channels_last))
+    assert chunked.shape == (len(images), 10)
+    torch.testing.assert_close(chunked[:: CPU_EVAL_CHUNK // 2], one_by_one, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_alone_rebuilds_the_model(tmp_path):
