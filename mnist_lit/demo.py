@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from jsonargparse import ArgumentParser, Namespace
 
-from mnist_lit.errors import UserError
+from mnist_lit.errors import ConfigError, UserError
 from mnist_lit.export import test_accuracy
 from mnist_lit.images import ImageError
 from mnist_lit.reader import DigitReader, Reading
@@ -158,9 +159,19 @@ def parser() -> ArgumentParser:
     return parser
 
 
+def usable_device(name: str) -> str:
+    """--device as torch names devices, refused in one line when unknown or absent here."""
+    try:
+        torch.empty(0, device=name)
+    except (RuntimeError, AssertionError) as error:  # AssertionError: a build without CUDA
+        raise ConfigError(f"--device {name}: {str(error).strip().splitlines()[0]}") from None
+    return name
+
+
 def run(options: Namespace) -> None:
     gr = offline_gradio()
-    reader = DigitReader(options.ckpt_path, device=options.device)  # a bad one: before serving
+    device = usable_device(options.device)
+    reader = DigitReader(options.ckpt_path, device=device)  # a bad one: before serving
     accuracy = test_accuracy(reader.checkpoint)
     tested = f", test accuracy {accuracy:.2%}" if accuracy is not None else ""
     blocks = page(reader, f"Model: `{reader.checkpoint}`{tested}")

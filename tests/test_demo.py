@@ -89,6 +89,16 @@ def test_a_bad_checkpoint_is_one_line_before_any_server(workdir, capsys):
         assert err.startswith("error: ") and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("device", ["banana", "cuda:7"])
+def test_a_device_that_is_not_here_is_one_line(tiny_checkpoint, device, capsys):
+    pytest.importorskip("gradio")
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", f"--ckpt_path={tiny_checkpoint}", f"--device={device}", "--port=1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --device {device}: ") and len(err.splitlines()) == 1, err
+
+
 def test_without_gradio_the_demo_says_how_to_install_it(tiny_checkpoint, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if it were not installed
     with pytest.raises(SystemExit) as exit_:
