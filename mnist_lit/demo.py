@@ -15,6 +15,7 @@ from jsonargparse import ArgumentParser, Namespace
 from mnist_lit.errors import ConfigError, UserError
 from mnist_lit.export import test_accuracy
 from mnist_lit.images import ImageError
+from mnist_lit.mnist import IMAGE_SIDE
 from mnist_lit.reader import DigitReader, Reading
 
 HELP = "Serve a web page where you draw a digit and see what the model reads."
@@ -50,7 +51,8 @@ def describe(reading: Reading) -> tuple[str, dict[str, float], np.ndarray]:
     """The page's three outputs: the reading in words, the probabilities, the network's input."""
     words = f"## Read as {reading.label} ({reading.confidence:.1%})"
     probs = {str(digit): float(p) for digit, p in enumerate(reading.probs)}
-    shown = np.kron(reading.digit, np.ones((SHOWN_SIDE // 28, SHOWN_SIDE // 28), np.uint8))
+    scale = SHOWN_SIDE // IMAGE_SIDE
+    shown = np.kron(reading.digit, np.ones((scale, scale), np.uint8))
     return words, probs, shown
 
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from mnist_lit.checkpoints import CheckpointError, load_classifier
 from mnist_lit.data import normalize
-from mnist_lit.images import ImageError, as_mnist_digit, read_gray, to_gray
+from mnist_lit.images import ImageError, as_mnist_digit, load_digit, to_gray
 from mnist_lit.resume import newest_checkpoint
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -75,7 +75,7 @@ def as_digit(image: ImageInput) -> np.ndarray:
     """A file, PIL image or array -> uint8 (28, 28) in MNIST's layout, as `predict` makes it.
     Arrays: (H, W) grayscale, uint8 0-255 or float 0-1, or (H, W, 3|4) uint8 RGB(A)."""
     if isinstance(image, str | Path):
-        return as_mnist_digit(read_gray(image))
+        return load_digit(image)
     if isinstance(image, np.ndarray):
         image = array_image(image)
     if not isinstance(image, Image.Image):

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from mnist_lit.demo import PROMPT
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 
 def arc(cx, cy, rx, ry, start, end, points=16) -> list[tuple[float, float]]:
@@ -49,12 +48,6 @@ def find_chromium() -> str | None:
         if found := shutil.which(name):
             return found
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

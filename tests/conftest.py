@@ -4,7 +4,6 @@ copies of it to evaluate), a throwaway PostgreSQL server."""
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.cli import main
-from tests.helpers import tiny_args, write_mnist
+from tests.helpers import free_port, tiny_args, write_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -105,9 +104,3 @@ def postgres_url():
         stop = [*as_owner, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
         subprocess.run(stop, check=True, capture_output=True)
         shutil.rmtree(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

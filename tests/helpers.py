@@ -1,6 +1,7 @@
 """Helpers the tests import: tiny MNIST-format files written by the tests themselves, and the
 flags of a quick, quiet run on them."""
 
+import socket
 import struct
 from pathlib import Path
 
@@ -49,3 +50,10 @@ def tiny_args(data_dir: Path) -> list[str]:
         "--trainer.enable_model_summary=false",
         "--trainer.log_every_n_steps=4",
     ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

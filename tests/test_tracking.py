@@ -3,7 +3,6 @@
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.cli import main
 from mnist_lit.tracking import PredictionPictures
-from tests.helpers import tiny_args
+from tests.helpers import free_port, tiny_args
 
 SCALARS = [
     "train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "train/lr",
@@ -142,12 +141,6 @@ def test_worst_mistakes_are_the_highest_loss_errors():
     assert worst_images[:, 0, 0, 0].tolist() == [2.0, 3.0]
     assert pictures.confusion.compute().sum() == 4
     assert pictures.first[2].tolist() == [0, 1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 60.0):
