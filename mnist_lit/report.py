@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lit.errors import UserError
 from mnist_lit.runs import check_writable
 from mnist_lit.sweep_report import sweep_figure, sweep_runs
+from mnist_lit.tracking import tensorboard_tag
 
 FORMATS = (".png", ".pdf", ".svg")
 HELP = "Draw a run's curves and pictures (or several runs' curves) as one PNG."
@@ -51,14 +52,18 @@ class Run:
         self.events.Reload()
         self.tags = self.events.Tags()
 
-    def scalars(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
-        if tag not in self.tags["scalars"]:
+    def scalars(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and values of a metric the module logs, under its TensorBoard tag (or its own
+        name, in runs written before the tags were renamed)."""
+        written = self.tags["scalars"]
+        tag = next((t for t in (tensorboard_tag(metric), metric) if t in written), None)
+        if tag is None:
             return np.empty(0), np.empty(0)
         events = self.events.Scalars(tag)
         return np.array([e.step for e in events]), np.array([e.value for e in events])
 
-    def last(self, tag: str) -> float | None:
-        values = self.scalars(tag)[1]
+    def last(self, metric: str) -> float | None:
+        values = self.scalars(metric)[1]
         return float(values[-1]) if len(values) else None
 
     def image(self, *tags: str) -> np.ndarray | None:

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit.errors import UserError
+from mnist_lit.tracking import tensorboard_tag
 
 
 class OutputFolderError(UserError, PermissionError):
@@ -69,7 +70,8 @@ def claim_version(root: Path) -> int:
 class RunLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger, whose version_N folder is claimed when it is first named.
     Lightning's own logger takes "the highest N + 1" without claiming it, and two runs started
-    together in one folder write into the same one. It leaves out Lightning's `epoch` scalar."""
+    together in one folder write into the same one. It writes the module's metrics under their
+    TensorBoard tags (tracking.TENSORBOARD_TAGS) and leaves out Lightning's `epoch` scalar."""
 
     def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
         """Args:
@@ -82,7 +84,8 @@ class RunLogger(TensorBoardLogger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Lightning adds the epoch to every write: a chart of a counter, first in TensorBoard
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        tagged = {tensorboard_tag(k): v for k, v in metrics.items() if k != "epoch"}
+        super().log_metrics(tagged, step)
 
     @property
     def version(self) -> int | str:

@@ -17,8 +17,30 @@ from mnist_lit.data import global_seed
 from mnist_lit.figures import confusion_figure, digit_grid
 from mnist_lit.mnist import NUM_CLASSES
 
+# TensorBoard's tags for the module's metrics (RunLogger writes them). TensorBoard opens on Time
+# Series, which groups cards by a tag's first part in name order and expands the first two
+# groups: accuracy and loss, training beside validation. Test figures, evaluated-image counts and
+# pictures stay under test/ and val/, after them.
+TENSORBOARD_TAGS = {
+    "train/acc_epoch": "accuracy/train",
+    "train/acc_step": "accuracy/train_step",
+    "val/acc": "accuracy/val",
+    "val/acc_best": "accuracy/val_best",
+    "train/loss_epoch": "loss/train",
+    "train/loss_step": "loss/train_step",
+    "val/loss": "loss/val",
+    "train/lr": "lr",
+    "test/acc": "test/accuracy",
+}
+
+
+def tensorboard_tag(metric: str) -> str:
+    """The TensorBoard tag of a metric the module logs (its own name when not renamed)."""
+    return TENSORBOARD_TAGS.get(metric, metric)
+
+
 # HParams-tab metrics: scalar tags the run logs anyway, so no placeholder values are written.
-HPARAM_METRICS = ("val/acc", "val/acc_best", "test/acc", "test/loss")
+HPARAM_METRICS = tuple(map(tensorboard_tag, ("val/acc", "val/acc_best", "test/acc", "test/loss")))
 # The HParams columns a run's own experiment shows first: what the configs differ in
 RECIPE_COLUMNS = ("model/lr", "model/schedule", "model/dropout", "data/batch_size",
                   "trainer/precision", "trainer/max_epochs", "seed")  # fmt: skip
@@ -144,9 +166,9 @@ class HyperparametersWithMetrics(L.Callback):
 # chart each (per-epoch training figures, so that both lines have a point per epoch)
 CURVE_CHARTS = {
     "curves": {
-        "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
-        "accuracy": ["Multiline", [r"^train/acc_epoch$", r"^val/acc$"]],
-        "learning rate": ["Multiline", [r"^train/lr$"]],
+        "loss": ["Multiline", [r"^loss/train$", r"^loss/val$"]],
+        "accuracy": ["Multiline", [r"^accuracy/train$", r"^accuracy/val$"]],
+        "learning rate": ["Multiline", [r"^lr$"]],
     }
 }
 

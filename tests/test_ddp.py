@@ -63,7 +63,7 @@ def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
     run_cli(["validate", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
     written = checkpoint.parents[1] / "validate"  # into the run it validated
-    ddp_images, ddp_acc = last_scalar(written, "val/images"), last_scalar(written, "val/acc")
+    ddp_images, ddp_acc = last_scalar(written, "val/images"), last_scalar(written, "accuracy/val")
     monkeypatch.chdir(root)
     single = main(["validate", *tiny_args(data), f"--ckpt_path={checkpoint}"])
     figures = single.trainer.callback_metrics

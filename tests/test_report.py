@@ -75,6 +75,14 @@ def test_runs_are_compared_by_epoch_under_names_that_tell_them_apart(tiny_run, t
     assert accuracy.get_xlabel() == "epoch"
 
 
+def test_runs_written_before_the_tensorboard_tags_were_renamed_still_report(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    for epoch, accuracy in enumerate([0.9, 0.95]):
+        writer.add_scalar("val/acc", accuracy, epoch)  # the module's name, as tags once were
+    writer.close()
+    assert list(Run(tmp_path).scalars("val/acc")[1]) == pytest.approx([0.9, 0.95])
+
+
 def test_the_picture_of_one_run_shows_its_mistakes(tmp_path):
     writer = SummaryWriter(tmp_path)  # a run whose test set has mistakes to show
     pictures = {tag: np.random.default_rng(i).random((3, 8, 8)) for i, tag in enumerate(

@@ -28,7 +28,7 @@ def fit(data, *extra: str) -> None:
 def step_losses(run) -> dict[int, float]:
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
-    return {e.step: e.value for e in events.Scalars("train/loss_step")}
+    return {e.step: e.value for e in events.Scalars("loss/train_step")}
 
 
 def assert_same_training_state(a, b) -> None:

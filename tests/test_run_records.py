@@ -96,10 +96,10 @@ def test_resumed_run_keeps_the_best_of_the_epochs_before(tiny_mnist, workdir):
     resumed = main([*run, "--trainer.max_epochs=3", "--ckpt_path=last"])  # continues version_1
     logs = workdir / "lightning_logs"
     unbroken, continued = logs / "version_0", logs / "version_1"
-    accuracy = scalars(unbroken, "val/acc")
+    accuracy = scalars(unbroken, "accuracy/val")
     assert len(accuracy) == 3 and accuracy[0] > max(accuracy[1:])  # the premise
-    assert scalars(continued, "val/acc") == accuracy
-    assert scalars(continued, "val/acc_best") == scalars(unbroken, "val/acc_best")
+    assert scalars(continued, "accuracy/val") == accuracy
+    assert scalars(continued, "accuracy/val_best") == scalars(unbroken, "accuracy/val_best")
     first, second = (
         json.loads((run / "metrics.json").read_text()) for run in (unbroken, continued)
     )
@@ -125,8 +125,8 @@ def test_stop_in_validation_keeps_the_epoch_before_and_resume_validates(
     assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
     assert "Interrupted during validation" in capsys.readouterr().out
     main([*run, "--ckpt_path=last"])
-    assert len(scalars(folder, "val/acc")) == 2  # epoch 1 was trained again, then validated
-    losses = scalars(folder, "train/loss_epoch")
+    assert len(scalars(folder, "accuracy/val")) == 2  # epoch 1 was trained again, then validated
+    losses = scalars(folder, "loss/train")
     assert len(losses) >= 2 and all(loss == loss for loss in losses)  # no NaN
 
 

@@ -23,8 +23,8 @@ from mnist_lit.tracking import PredictionPictures
 from tests.helpers import free_port, tiny_args
 
 SCALARS = [
-    "train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "train/lr",
-    "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
+    "loss/train_step", "accuracy/train_step", "loss/train", "accuracy/train", "lr",
+    "loss/val", "accuracy/val", "accuracy/val_best", "test/loss", "test/accuracy",
 ]  # fmt: skip
 PICTURES = ["val/predictions", "val/confusion_matrix", "test/predictions", "test/confusion_matrix"]
 
@@ -33,15 +33,28 @@ def test_scalars_exist_with_plausible_values(tiny_run):
     _, events = tiny_run
     assert set(SCALARS) <= set(events.Tags()["scalars"])
     assert "hp_metric" not in events.Tags()["scalars"]  # no placeholder
-    losses = [e.value for e in events.Scalars("train/loss_step")]
+    losses = [e.value for e in events.Scalars("loss/train_step")]
     assert len(losses) >= 10
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])  # it learns
-    for tag in ("train/acc_step", "val/acc", "val/acc_best", "test/acc"):
+    for tag in ("accuracy/train_step", "accuracy/val", "accuracy/val_best", "test/accuracy"):
         assert all(0 <= e.value <= 1 for e in events.Scalars(tag)), tag
-    best = [e.value for e in events.Scalars("val/acc_best")]
-    assert best == sorted(best) and best[-1] == max(e.value for e in events.Scalars("val/acc"))
+    best = [e.value for e in events.Scalars("accuracy/val_best")]
+    assert best == sorted(best) and best[-1] == max(e.value for e in events.Scalars("accuracy/val"))
     # 256 images / batch 16 x 3 epochs = 48 steps, logged every 4th
-    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 12)
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([1e-3] * 12)
+
+
+def test_time_series_opens_on_accuracy_and_loss(tiny_run):
+    # TensorBoard's Time Series groups cards by a tag's first part, in name order, and expands
+    # the first two groups
+    _, events = tiny_run
+    tags = events.Tags()["scalars"] + events.Tags()["images"]
+    groups = sorted({tag.split("/", 1)[0] for tag in tags})
+    assert groups[:2] == ["accuracy", "loss"]
+    for group in groups[:2]:
+        cards = sorted(tag for tag in tags if tag.startswith(f"{group}/"))
+        assert cards[:2] == [f"{group}/train", f"{group}/train_step"]  # curves, no lone test dot
+        assert f"{group}/val" in cards
 
 
 def test_curves_are_charted_training_beside_validation(tiny_run):
@@ -50,8 +63,8 @@ def test_curves_are_charted_training_beside_validation(tiny_run):
     content = events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
     layout = layout_pb2.Layout.FromString(content)
     charts = {chart.title: chart.multiline.tag for chart in layout.category[0].chart}
-    assert charts["loss"] == [r"^train/loss_epoch$", r"^val/loss$"]
-    assert charts["accuracy"] == [r"^train/acc_epoch$", r"^val/acc$"]
+    assert charts["loss"] == [r"^loss/train$", r"^loss/val$"]
+    assert charts["accuracy"] == [r"^accuracy/train$", r"^accuracy/val$"]
     scalars = events.Tags()["scalars"]
     assert all(any(re.match(tag, s) for s in scalars) for tags in charts.values() for tag in tags)
 
@@ -72,7 +85,7 @@ def test_hparams_carry_the_run_settings_and_real_metrics(tiny_run):
     content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
     metrics = {info.name.tag for info in experiment.metric_infos}
-    assert {"val/acc", "val/acc_best", "test/acc"} <= metrics
+    assert {"accuracy/val", "accuracy/val_best", "test/accuracy"} <= metrics
     assert metrics <= set(events.Tags()["scalars"])  # every metric has real values
     settings = {info.name for info in experiment.hparam_infos}
     expected = {"model/lr", "model/dropout", "data/batch_size", "optimizer/lr", "seed"}
@@ -169,9 +182,9 @@ def test_tensorboard_server_serves_the_scalars(tiny_run):
         base = f"http://127.0.0.1:{port}/data"
         runs = get_json(f"{base}/runs")
         assert runs == ["."]
-        query = urllib.parse.urlencode({"run": ".", "tag": "val/acc"})
+        query = urllib.parse.urlencode({"run": ".", "tag": "accuracy/val"})
         served = get_json(f"{base}/plugin/scalars/scalars?{query}")
-        events_read = events.Scalars("val/acc")
+        events_read = events.Scalars("accuracy/val")
         assert [step for _, step, _ in served] == [e.step for e in events_read]
         assert [value for *_, value in served] == pytest.approx([e.value for e in events_read])
     finally:
