@@ -82,7 +82,8 @@ class MNISTTrainer(L.Trainer):
             score = checkpoint.best_model_score
             best = Path(checkpoint.best_model_path)
             lines.append(f"Best checkpoint: {best} (val/acc {score:.4f})")
-        # TensorBoard opens on Time Series, whose first group is `test` (groups go by name)
+        # Time Series (the first screen) shows accuracy and loss; Custom Scalars puts training
+        # beside validation in one chart each
         lines.append(
             f"Curves: tensorboard --logdir {run.parent}, then http://localhost:6006/#custom_scalars"
         )
