@@ -14,9 +14,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.datasets import MNIST
-from train_speed import autocast_for, inference_speed, machine
+from train_speed import autocast_for, inference_speed, machine, plain_step
 
 from mnist_lit.data import normalize
 from mnist_lit.model import CNN
@@ -45,11 +44,7 @@ def training_speed(images, labels, batch_size, fused, channels_last, bf16, dropo
     while started is None or time.perf_counter() - started < 6.0:
         index = order[(step * batch_size) % (len(labels) - batch_size) :][:batch_size]
         batch = normalize(images[index]).contiguous(memory_format=memory_format)
-        with autocast():
-            loss = F.cross_entropy(net(batch), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        plain_step(net, optimizer, batch, labels[index], autocast)
         step += 1
         if step == 10:
             started = time.perf_counter()

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
-from train_speed import autocast_for, machine
+from train_speed import autocast_for, machine, plain_step
 
 from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.cli import make_cli
@@ -80,11 +79,7 @@ def plain(settings, steps: int) -> float:
             started = time.perf_counter()
         index = order[step * batch_size : (step + 1) * batch_size]
         batch = normalize(images[index]).contiguous(memory_format=memory_format)
-        with autocast():
-            loss = F.cross_entropy(net(batch), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        plain_step(net, optimizer, batch, labels[index], autocast)
         scheduler.step()
     return time.perf_counter() - started
 

@@ -195,6 +195,15 @@ def article_loop(data_dir: str, test: tuple, device: torch.device, max_epochs: i
     return clock.summary()
 
 
+def plain_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, autocast) -> None:
+    """One training step of the plain loop on a preprocessed batch."""
+    with autocast():
+        loss = F.cross_entropy(net(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def plain_loop(settings, test: tuple, device: torch.device) -> dict:
     """The config's training written as a bare loop over in-memory tensors."""
     hparams, trainer, data = settings.model.hparams, settings.trainer, settings.datamodule
@@ -222,11 +231,7 @@ def plain_loop(settings, test: tuple, device: torch.device) -> dict:
         for start in range(0, count, batch_size):
             index = order[start : start + batch_size]
             images, labels = preprocess(train_images[index], training=True), train_labels[index]
-            with autocast():
-                loss = F.cross_entropy(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            plain_step(net, optimizer, images, labels, autocast)
             if scheduler:
                 scheduler.step()
             clock.step(len(labels))
