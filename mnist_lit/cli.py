@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit import demo, export, report, sweep
 from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.checkpoints import AtomicCheckpointIO
-from mnist_lit.console import NetworkSummary, quiet_lightning
+from mnist_lit.console import NetworkSummary, quiet_lightning, run_progress_bar
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.imports import ALLOW_MORE, allow_imports
@@ -90,6 +90,11 @@ class MNISTCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if config.get("enable_model_summary") is not False:
             callbacks = [*callbacks, NetworkSummary(max_depth=2)]  # Lightning's lists metrics too
+        given = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            callbacks = [*callbacks, run_progress_bar()]  # unless the user chose a bar
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:

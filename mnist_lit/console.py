@@ -7,7 +7,8 @@ import warnings
 
 import lightning as L
 import torchmetrics
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import nn
@@ -87,3 +88,26 @@ class NetworkSummary(ModelSummary):
 
     def _summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Summary:
         return NetworkOnly(pl_module, max_depth=self._max_depth)
+
+
+class WithoutVersion:
+    """A progress bar without Lightning's `v_num`: the bar formats the run's number as a figure
+    ("v_num: 0.000"), and the run's folder is named in full when the command ends."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class RunRichProgressBar(WithoutVersion, RichProgressBar):
+    pass
+
+
+class RunTQDMProgressBar(WithoutVersion, TQDMProgressBar):
+    pass
+
+
+def run_progress_bar() -> ProgressBar:
+    """The bar Lightning would choose (Rich where it is installed), without `v_num`."""
+    return RunRichProgressBar() if _RICH_AVAILABLE else RunTQDMProgressBar()

@@ -157,6 +157,7 @@ def test_python_dash_m_runs_in_a_subprocess_and_says_what_matters(tiny_mnist, tm
     command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]
     command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
     command += ["--trainer.enable_model_summary=true", "--trainer.precision=bf16-mixed"]
+    command += ["--trainer.enable_progress_bar=true"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -165,9 +166,10 @@ def test_python_dash_m_runs_in_a_subprocess_and_says_what_matters(tiny_mnist, tm
     assert 0 <= metrics["test/acc"] <= 1
     console = done.stdout + done.stderr
     for noise in ("Tip:", "TPU available", "No seed found", "not supported by the model summary",
-                  "weights_only", "| train_acc", "| MulticlassAccuracy"):  # fmt: skip
+                  "weights_only", "| train_acc", "| MulticlassAccuracy", "v_num"):  # fmt: skip
         assert noise not in console
     assert "| model.layer1 | Sequential" in console  # the network's summary
+    assert "Epoch 0/0" in console  # the progress bar
     assert "Seed set to 0" in console
     assert "smaller than the logging interval" in console  # a real problem is still said
 
