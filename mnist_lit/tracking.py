@@ -1,6 +1,7 @@
 """TensorBoard extras: prediction pictures, hyperparameters with real metrics, the run's config."""
 
 import os
+import re
 from typing import Any
 
 import lightning as L
@@ -164,11 +165,15 @@ class HyperparametersWithMetrics(L.Callback):
 
 # TensorBoard's Custom Scalars tab: the article's two pictures, training and validation in one
 # chart each (per-epoch training figures, so that both lines have a point per epoch)
+def _tag_pattern(metric: str) -> str:
+    return f"^{re.escape(tensorboard_tag(metric))}$"
+
+
 CURVE_CHARTS = {
     "curves": {
-        "loss": ["Multiline", [r"^loss/train$", r"^loss/val$"]],
-        "accuracy": ["Multiline", [r"^accuracy/train$", r"^accuracy/val$"]],
-        "learning rate": ["Multiline", [r"^lr$"]],
+        "loss": ["Multiline", [_tag_pattern("train/loss_epoch"), _tag_pattern("val/loss")]],
+        "accuracy": ["Multiline", [_tag_pattern("train/acc_epoch"), _tag_pattern("val/acc")]],
+        "learning rate": ["Multiline", [_tag_pattern("train/lr")]],
     }
 }
 
