@@ -19,9 +19,9 @@ import torch
 from torchvision.datasets import MNIST
 from train_speed import machine
 
-from mnist_lit.checkpoints import load_classifier
 from mnist_lit.data import normalize
-from mnist_lit.export import export
+from mnist_lit.inference.export import export
+from mnist_lit.training.checkpoint_io import load_classifier
 
 BATCH_SIZES = (1, 64, 1024)
 Runner = Callable[[torch.Tensor], torch.Tensor]

@@ -32,13 +32,13 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from train_speed import autocast_for, machine, plain_step
 
-from mnist_lit.checkpointing import BestAndLastCheckpoint
 from mnist_lit.cli import make_cli
 from mnist_lit.data import normalize
 from mnist_lit.model import CNN
 from mnist_lit.module import one_cycle
-from mnist_lit.runs import RunLogger
-from mnist_lit.trainer import trainer_defaults
+from mnist_lit.tracking.runs import RunLogger
+from mnist_lit.training.checkpointing import BestAndLastCheckpoint
+from mnist_lit.training.trainer import trainer_defaults
 
 WARMUP = 30
 # The network's FLOPs per 28x28 image, forward (Lightning's model summary: 17.5 M, two per

@@ -29,7 +29,7 @@ BATCH_IMAGES = 25_600  # enough steps at every batch size for a steady rate (50 
 # The child: `mnist-lit fit` in-process, then its own peak memory on stdout's last line
 CHILD = """
 import json, resource, sys
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 main(sys.argv[1:])
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))

@@ -17,7 +17,7 @@ import numpy as np
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from mnist_lit.demo import PROMPT
+from mnist_lit.inference.demo import PROMPT
 from tests.helpers import REPO, free_port
 
 

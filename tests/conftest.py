@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from tests.helpers import free_port, tiny_args, write_mnist
 
 

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from tests.helpers import tiny_args
 
 EMA_CONFIG = """
 trainer:
   callbacks:
-    - class_path: mnist_lit.averaging.AveragedWeights
+    - class_path: mnist_lit.training.averaging.AveragedWeights
       init_args:
         decay: 0.9
 """

@@ -12,14 +12,15 @@ import pytest
 import torch
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from mnist_lit.checkpoints import AtomicCheckpointIO, CheckpointWriteError
-from mnist_lit.cli import main, make_cli
+from mnist_lit.__main__ import main
+from mnist_lit.cli import make_cli
+from mnist_lit.training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from tests.helpers import REPO, tiny_args
 
 KILLED_MID_WRITE = textwrap.dedent(
     """
     import os, signal, sys, torch
-    from mnist_lit.checkpoints import AtomicCheckpointIO
+    from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 
     path = sys.argv[1]
     AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1000)}, path)

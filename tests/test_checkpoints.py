@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lit.checkpoints import CheckpointError, load_classifier, read_checkpoint
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
+from mnist_lit.training.checkpoint_io import CheckpointError, load_classifier, read_checkpoint
 from tests.helpers import tiny_args
 
 

@@ -11,7 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_lit.cli import main, make_cli
+from mnist_lit.__main__ import main
+from mnist_lit.cli import make_cli
 from tests.helpers import REPO, tiny_args
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

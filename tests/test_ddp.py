@@ -11,7 +11,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.datasets import MNIST
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from tests.helpers import REPO, tiny_args, write_mnist
 
 pytestmark = pytest.mark.slow  # real two-process runs

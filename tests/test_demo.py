@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lit.checkpoints import CheckpointError
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from mnist_lit.images import ImageError
-from mnist_lit.reader import DigitReader
+from mnist_lit.inference.reader import DigitReader
+from mnist_lit.training.checkpoint_io import CheckpointError
 from tests.helpers import REAL_DATA, REPO
 
 

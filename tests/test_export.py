@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_lit.checkpoints import load_classifier
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from mnist_lit.data import normalize
+from mnist_lit.training.checkpoint_io import load_classifier
 
 
 @pytest.fixture(scope="module")

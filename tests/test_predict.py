@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from torchvision.datasets import MNIST
 
-from mnist_lit.cli import main
-from mnist_lit.predictions import csv_rows, write_atomically
+from mnist_lit.__main__ import main
+from mnist_lit.tracking.predictions import csv_rows, write_atomically
 from tests.helpers import tiny_args
 
 

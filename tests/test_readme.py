@@ -6,7 +6,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from mnist_lit.images import load_digit
 from mnist_lit.mnist import MEAN, STD
 from tests.helpers import REPO, tiny_args

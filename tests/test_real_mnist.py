@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from torchvision.datasets import MNIST
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from tests.helpers import REAL_DATA, REPO
 
 pytestmark = [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist_lit.cli import main
-from mnist_lit.report import Run, comparison_figure, name_runs, single_run_figure
+from mnist_lit.__main__ import main
+from mnist_lit.tracking.report import Run, comparison_figure, name_runs, single_run_figure
 
 
 def read_png(path) -> np.ndarray:

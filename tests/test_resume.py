@@ -13,9 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.checkpointing import FiniteLossGuard, NonFiniteLossError
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.training.checkpointing import FiniteLossGuard, NonFiniteLossError
 from tests.helpers import REPO, tiny_args
 
 EXACT = ["--trainer.deterministic=true", "--seed_everything=11", "--trainer.log_every_n_steps=1"]

@@ -16,9 +16,10 @@ import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.checkpoints import CheckpointError, read_checkpoint
-from mnist_lit.cli import main, make_cli
-from mnist_lit.runs import claim_version
+from mnist_lit.__main__ import main
+from mnist_lit.cli import make_cli
+from mnist_lit.tracking.runs import claim_version
+from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
 from tests.helpers import REPO, tiny_args
 
 EXACT = ["--trainer.deterministic=true", "--test_after_fit=false"]

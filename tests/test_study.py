@@ -14,10 +14,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from mnist_lit import study as studies
-from mnist_lit.sweep_file import read_sweep_file
-from mnist_lit.sweep_flags import common_flags
-from mnist_lit.sweep_summary import csv_text, markdown, summarise
+from mnist_lit.sweeps import study as studies
+from mnist_lit.sweeps.file import read_sweep_file
+from mnist_lit.sweeps.flags import common_flags
+from mnist_lit.sweeps.summary import csv_text, markdown, summarise
 from tests.helpers import REPO
 
 FAST = str(REPO / "configs" / "fast.yaml")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_lit.cli import main
-from mnist_lit.sweep_file import read_sweep_file, setting_label
-from mnist_lit.sweep_flags import check_trial_flags
+from mnist_lit.__main__ import main
+from mnist_lit.sweeps.file import read_sweep_file, setting_label
+from mnist_lit.sweeps.flags import check_trial_flags
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from mnist_lit.cli import main
+from mnist_lit.__main__ import main
 from tests.helpers import REPO, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process

@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lit.cli import main
-from mnist_lit.tracking import PredictionPictures
+from mnist_lit.__main__ import main
+from mnist_lit.tracking.tensorboard import PredictionPictures
 from tests.helpers import free_port, tiny_args
 
 SCALARS = [

@@ -9,10 +9,10 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from mnist_lit.checkpoints import CheckpointError, read_checkpoint
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.runs import log_root, place_evaluation_logs
+from mnist_lit.tracking.runs import log_root, place_evaluation_logs
+from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
 
 
 def prepare_checkpoint(subcommand: str, config: Namespace) -> None:

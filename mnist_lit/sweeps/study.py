@@ -23,7 +23,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from mnist_lit.errors import ConfigError
-from mnist_lit.sweep_file import SweepFile
+from mnist_lit.sweeps.file import SweepFile
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a running trial silent this long has lost its worker

@@ -13,12 +13,11 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from mnist_lit.errors import ConfigError, UserError
-from mnist_lit.export import test_accuracy
 from mnist_lit.images import ImageError
+from mnist_lit.inference.export import test_accuracy
+from mnist_lit.inference.reader import DigitReader, Reading
 from mnist_lit.mnist import IMAGE_SIDE
-from mnist_lit.reader import DigitReader, Reading
 
-HELP = "Serve a web page where you draw a digit and see what the model reads."
 PROMPT = "Draw a digit in the box, or upload a picture of one."
 SHOWN_SIDE = 280  # the network's 28x28 input, drawn 10x so that its pixels can be seen
 MAX_UPLOAD = "20mb"

@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from mnist_lit.study import retried
-from mnist_lit.sweep_file import setting_label
+from mnist_lit.sweeps.file import setting_label
+from mnist_lit.sweeps.study import retried
 
 STATS = ("mean", "std", "min", "max")
 FIGURES = {"val_acc_best": "val/acc_best", "test_acc": "test/acc", "train_seconds": "training s"}

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mnist_lit.checkpoints import CheckpointError, load_classifier
 from mnist_lit.data import normalize
 from mnist_lit.images import ImageError, as_mnist_digit, load_digit, to_gray
-from mnist_lit.resume import newest_checkpoint
+from mnist_lit.training.checkpoint_io import CheckpointError, load_classifier
+from mnist_lit.training.resume import newest_checkpoint
 
 ImageInput = str | Path | Image.Image | np.ndarray
 

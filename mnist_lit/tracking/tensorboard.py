@@ -15,8 +15,8 @@ from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit.data import global_seed
-from mnist_lit.figures import confusion_figure, digit_grid
 from mnist_lit.mnist import NUM_CLASSES
+from mnist_lit.tracking.pictures import confusion_figure, digit_grid
 
 # TensorBoard's tags for the module's metrics (RunLogger writes them). TensorBoard opens on Time
 # Series, which groups cards by a tag's first part in name order and expands the first two
@@ -45,9 +45,9 @@ HPARAM_METRICS = tuple(map(tensorboard_tag, ("val/acc", "val/acc_best", "test/ac
 # The HParams columns a run's own experiment shows first: what the configs differ in
 RECIPE_COLUMNS = ("model/lr", "model/schedule", "model/dropout", "data/batch_size",
                   "trainer/precision", "trainer/max_epochs", "seed")  # fmt: skip
-# Set by `sweep` for its trials: the sweep's folder holds the HParams experiment (its columns are
-# the swept keys), and TensorBoard shows the first experiment it finds, so trials write none.
-IN_SWEEP = "MNIST_LIT_SWEEP_TRIAL"
+# Set for runs whose parent folder holds the HParams experiment (a sweep's, whose columns are
+# what it varies): TensorBoard shows the first experiment it finds, so such runs write none.
+SHARED_EXPERIMENT = "MNIST_LIT_SHARED_EXPERIMENT"
 
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -159,7 +159,9 @@ class HyperparametersWithMetrics(L.Callback):
         _, start, end = hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0))
         experiment = experiment_summary([k for k in RECIPE_COLUMNS if k in params], list(params))
         writer = logger.experiment._get_file_writer()
-        for summary in (start, end) if os.environ.get(IN_SWEEP) else (experiment, start, end):
+        for summary in (
+            (start, end) if os.environ.get(SHARED_EXPERIMENT) else (experiment, start, end)
+        ):
             writer.add_summary(summary)
 
 
@@ -196,24 +198,6 @@ class SaveConfigToTensorBoard(SaveConfigCallback):
             config = self.parser.dump(self.config, skip_none=False)
             indented = "\n".join("    " + line for line in config.splitlines())  # markdown code
             logger.experiment.add_text("config", indented, 0)
-
-
-def hparam_name(cli_key: str) -> str | None:
-    """The HParams column a run logs for a CLI key (see run_hyperparameters), if it logs one."""
-    if cli_key == "seed_everything":
-        return "seed"
-    section, _, name = cli_key.partition(".")
-    logged = section in ("model", "data") or cli_key in ("trainer.precision", "trainer.max_epochs")
-    return f"{section}/{name}" if logged and name else None
-
-
-def sweep_experiment(swept: list[str], varied: list[str]) -> summary_pb2.Summary:
-    """The HParams experiment of a sweep: the keys it varies as its columns. TensorBoard ticks
-    five columns: the swept keys, then those of RECIPE_COLUMNS that the configs or seeds vary."""
-    rank = {name: index for index, name in enumerate(RECIPE_COLUMNS)}
-    others = sorted(filter(None, map(hparam_name, varied)), key=lambda n: rank.get(n, len(rank)))
-    names = list(dict.fromkeys([*filter(None, map(hparam_name, swept)), *others]))
-    return experiment_summary(names[:5], names[5:])
 
 
 def experiment_summary(shown: list[str], others: list[str]) -> summary_pb2.Summary:

@@ -10,23 +10,20 @@ from pathlib import Path
 import optuna
 from jsonargparse import ArgumentParser, Namespace
 from optuna.trial import TrialState
-from torch.utils.tensorboard import SummaryWriter
 
-from mnist_lit import study as studies
-from mnist_lit import sweep_summary
 from mnist_lit.errors import UserError
-from mnist_lit.runs import check_writable
-from mnist_lit.sweep_file import (
-    SweepFile,
+from mnist_lit.sweeps import study as studies
+from mnist_lit.sweeps import summary as sweep_summary
+from mnist_lit.sweeps.file import (
     SweepFileError,
     read_sweep_file,
     setting_label,
 )
-from mnist_lit.sweep_flags import check_flags, check_trial_flags, common_flags, varied_keys
-from mnist_lit.sweep_trial import fit_command, run_fit
-from mnist_lit.tracking import sweep_experiment
+from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
+from mnist_lit.sweeps.hparams import write_experiment
+from mnist_lit.sweeps.trial import fit_command, run_fit
+from mnist_lit.tracking.runs import check_writable
 
-HELP = "Run a sweep file's fits (grid or Optuna search, over seeds), resumably, and summarise."
 OWN_OPTIONS = ("--storage", "--name", "--root", "--summary")
 
 
@@ -68,13 +65,6 @@ def parse(argv: list[str]) -> Namespace:
     return options
 
 
-def write_experiment(folder: Path, sweep: SweepFile, varied: list[str]) -> None:
-    """TensorBoard's HParams tab on the sweep's folder: the varied keys as its columns."""
-    with SummaryWriter(folder) as writer:
-        swept = [*sweep.grid, *sweep.space]
-        writer._get_file_writer().add_summary(sweep_experiment(swept, varied))
-
-
 def run(options: Namespace) -> Path:
     if options.summary:
         return print_summary(options)
@@ -91,7 +81,7 @@ def run(options: Namespace) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
     storage = studies.open_storage(url)
     study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
-    write_experiment(folder, sweep, varied_keys(sweep, resolved))
+    write_experiment(folder, sweep, resolved)
     status = Worker(sweep, study, storage, folder, options.trial_flags).work()
     summary = sweep_summary.summarise(study)
     print(sweep_summary.markdown(summary))

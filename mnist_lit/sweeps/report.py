@@ -1,11 +1,27 @@
-"""The report of a sweep folder: each setting's validation curves by epoch (settings may differ
-in batch size, so steps would not line up), the mean over its seeds as a line and their range
-as a band."""
+"""`mnist-lit report`: for a sweep's folder, each setting's validation curves by epoch
+(settings may differ in batch size, so steps would not line up), the mean over its seeds as a
+line and their range as a band; for runs, tracking/report.py's pictures."""
 
 from pathlib import Path
 
 import numpy as np
+from jsonargparse import Namespace
 from matplotlib.figure import Figure
+
+from mnist_lit.tracking.report import Run, check_output, parser, save
+from mnist_lit.tracking.report import run as report_runs
+
+__all__ = ["parser", "run"]
+
+
+def run(options: Namespace) -> Path:
+    if len(options.runs) == 1 and sweep_runs(Path(options.runs[0])):
+        check_output(options.output)
+        folder = Path(options.runs[0])
+        path = save(sweep_figure(folder), options.output or folder / "report.png", options.dpi)
+        print(f"Wrote {path}")
+        return path
+    return report_runs(options)
 
 
 def sweep_runs(folder: Path) -> dict[str, list[Path]]:
@@ -26,13 +42,13 @@ def by_epoch(run, tag: str) -> np.ndarray:
     return values[np.sort(first)]
 
 
-def sweep_figure(folder: Path, load_run) -> Figure:
+def sweep_figure(folder: Path) -> Figure:
     settings = sweep_runs(folder)
     figure = Figure(figsize=(13, 5.5), layout="constrained")
     figure.suptitle(f"sweep {folder.name}: validation by epoch, mean over seeds (band: min-max)")
     for ax, metric in zip(figure.subplots(1, 2), ("acc", "loss")):
         for label, runs in settings.items():
-            curves = [by_epoch(load_run(run), f"val/{metric}") for run in runs]
+            curves = [by_epoch(Run(run), f"val/{metric}") for run in runs]
             epochs = min(len(curve) for curve in curves)
             if not epochs:
                 continue

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit.errors import UserError
 from mnist_lit.images import PredictInputs
 from mnist_lit.mnist import NUM_CLASSES
-from mnist_lit.runs import check_writable, run_folder
+from mnist_lit.tracking.runs import check_writable, run_folder
 
 
 class PredictionOutputError(UserError, FileExistsError):

@@ -11,12 +11,16 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
-from mnist_lit.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
 from mnist_lit.errors import ConfigError
-from mnist_lit.predictions import PredictionWriter
-from mnist_lit.runs import reporting_full_disk, run_folder
-from mnist_lit.summary import RunSummary
-from mnist_lit.tracking import CurveCharts, HyperparametersWithMetrics, PredictionPictures
+from mnist_lit.tracking.metrics_file import RunSummary
+from mnist_lit.tracking.predictions import PredictionWriter
+from mnist_lit.tracking.runs import reporting_full_disk, run_folder
+from mnist_lit.tracking.tensorboard import (
+    CurveCharts,
+    HyperparametersWithMetrics,
+    PredictionPictures,
+)
+from mnist_lit.training.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
 
 
 def trainer_defaults() -> dict:
@@ -24,7 +28,7 @@ def trainer_defaults() -> dict:
     return {
         "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
         "logger": {
-            "class_path": "mnist_lit.runs.RunLogger",
+            "class_path": "mnist_lit.tracking.runs.RunLogger",
             # the HParams tab gets real metrics (see tracking.py), not an hp_metric of -1
             "init_args": {"default_hp_metric": False},
         },

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_lit.study import Heartbeat
-from mnist_lit.sweep_file import flag_value
-from mnist_lit.tracking import IN_SWEEP
+from mnist_lit.sweeps.file import flag_value
+from mnist_lit.sweeps.study import Heartbeat
+from mnist_lit.tracking.tensorboard import SHARED_EXPERIMENT
 
 
 @dataclass
@@ -57,7 +57,7 @@ def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcom
         # its own session: Ctrl-C in the terminal reaches the sweep, which passes it on once
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=die_with_parent, env={**os.environ, IN_SWEEP: "1"},
+            preexec_fn=die_with_parent, env={**os.environ, SHARED_EXPERIMENT: "1"},
         )  # fmt: skip
 
         def forward(signum: int, frame: Any) -> None:

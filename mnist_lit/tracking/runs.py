@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit.errors import UserError
-from mnist_lit.tracking import tensorboard_tag
+from mnist_lit.tracking.tensorboard import tensorboard_tag
 
 
 class OutputFolderError(UserError, PermissionError):

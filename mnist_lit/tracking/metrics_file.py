@@ -8,8 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mnist_lit.checkpointing import cut_short
-from mnist_lit.runs import run_folder
+from mnist_lit.tracking.runs import run_folder
 
 
 def _as_number(value: Any) -> Any:
@@ -68,7 +67,7 @@ class RunSummary(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._started
-        self.stopped_mid_epoch = cut_short(trainer, self.batch_idx)
+        self.stopped_mid_epoch = self.batch_idx + 1 < trainer.num_training_batches
         self.epochs += not self.stopped_mid_epoch
         self._started = time.perf_counter()  # validation may still follow this hook
 

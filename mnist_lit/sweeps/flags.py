@@ -1,17 +1,16 @@
 """The flags a sweep passes to its trials: checked as `fit` would parse them with every config
-before any training, compared between workers (except those that describe the machine), and
-the keys that vary between trials."""
+before any training, and compared between workers (except those that describe the machine)."""
 
 import io
 import warnings
 from argparse import ArgumentError
 from contextlib import redirect_stdout
-from typing import Any
 
 import yaml
 
+from mnist_lit.cli import make_cli
 from mnist_lit.errors import UserError
-from mnist_lit.sweep_file import RESERVED, SweepFile, SweepFileError, flag_value
+from mnist_lit.sweeps.file import RESERVED, SweepFile, SweepFileError, flag_value
 
 # flags that may differ between the workers of one sweep: they do not change what is measured
 PER_MACHINE = ("data.data_dir", "data.num_workers", "trainer.accelerator", "trainer.devices")
@@ -43,8 +42,6 @@ def check_trial_flags(sweep: SweepFile, flags: list[str]) -> dict[str, dict]:
     """Every config with the sweep's flags and each swept value parses as `fit` would, before
     any training: a wrong key or a value of the wrong type is one error naming it. Returns each
     config as `fit` resolves it with the flags."""
-    from mnist_lit.cli import run as cli  # the CLI lists this subcommand: import when used
-
     checks = [({}, "")]
     checks += [({key: v}, f"{key}: {v}") for key, values in sweep.grid.items() for v in values]
     for key, distribution in sweep.space.items():
@@ -59,7 +56,7 @@ def check_trial_flags(sweep: SweepFile, flags: list[str]) -> dict[str, dict]:
             try:
                 with redirect_stdout(printed), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # e.g. that sys.argv differs from args
-                    cli([*args, "--print_config"])
+                    make_cli([*args, "--print_config"])
             except SystemExit:
                 resolved.setdefault(name, yaml.safe_load(printed.getvalue()))
                 continue
@@ -68,24 +65,6 @@ def check_trial_flags(sweep: SweepFile, flags: list[str]) -> dict[str, dict]:
                 reason = " ".join(str(error).split())  # jsonargparse's run over lines
                 raise SweepFileError(f"{sweep.path}: {where}: {reason}") from None
     return resolved
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and "class_path" not in value:
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def varied_keys(sweep: SweepFile, resolved: dict[str, dict]) -> list[str]:
-    """The CLI keys, other than the swept ones, whose values differ between the sweep's trials:
-    those its configs set differently, and the seed."""
-    configs = [flatten(config) for config in resolved.values()]
-    differing = [k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs[1:])]
-    return differing + (["seed_everything"] if len(sweep.seeds) > 1 else [])
 
 
 def common_flags(flags: list[str]) -> list[list]:

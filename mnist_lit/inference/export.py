@@ -8,13 +8,10 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
-from mnist_lit.checkpoints import load_classifier
 from mnist_lit.errors import UserError
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
-from mnist_lit.runs import check_writable
-
-HELP = "Write the trained network as ONNX or a torch.export program, for other programs."
-
+from mnist_lit.tracking.runs import check_writable
+from mnist_lit.training.checkpoint_io import load_classifier
 
 # What `predict` does to an image before the network sees it (mnist_lit/images.py), for programs
 # that run the exported network without this package (the README has it in numpy)

@@ -14,12 +14,10 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.errors import UserError
-from mnist_lit.runs import check_writable
-from mnist_lit.sweep_report import sweep_figure, sweep_runs
-from mnist_lit.tracking import tensorboard_tag
+from mnist_lit.tracking.runs import check_writable
+from mnist_lit.tracking.tensorboard import tensorboard_tag
 
 FORMATS = (".png", ".pdf", ".svg")
-HELP = "Draw a run's curves and pictures (or several runs' curves) as one PNG."
 
 
 class ReportError(UserError, ValueError):
@@ -170,28 +168,31 @@ def name_runs(runs: list[Run]) -> None:
         run.name = str(run.folder.resolve().relative_to(common)) or run.name
 
 
+def check_output(output: Path | None) -> None:
+    """A picture's name and folder, checked before reading and drawing, not after."""
+    if output is not None and Path(output).suffix.lower() not in FORMATS:
+        raise ReportError(f"--output {output}: the picture must end in one of {FORMATS}")
+    if output is not None:
+        check_writable(Path(output).parent, "--output")
+
+
+def save(figure: Figure, output: Path, dpi: int) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=dpi)
+    return output
+
+
 def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Path:
     """Draw one report picture and return its path (default: report.png in the first run
     folder); a .pdf or .svg output is drawn as vectors."""
-    if output is not None and Path(output).suffix.lower() not in FORMATS:
-        raise ReportError(f"--output {output}: the picture must end in one of {FORMATS}")
-    if output is not None:  # before reading and drawing, not after
-        check_writable(Path(output).parent, "--output")
-    if len(paths) == 1 and sweep_runs(Path(paths[0])):  # a sweep's folder: its settings
-        output = Path(output) if output else Path(paths[0]) / "report.png"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        sweep_figure(Path(paths[0]), Run).savefig(output, dpi=dpi)
-        return output
+    check_output(output)
     runs = [Run(find_run(Path(path))) for path in paths]
     if not any(run.tags["scalars"] for run in runs):
         raise ReportError(f"{runs[0].folder} has no curves yet: nothing to draw")
     if len(runs) > 1:
         name_runs(runs)
     figure = single_run_figure(runs[0]) if len(runs) == 1 else comparison_figure(runs)
-    output = Path(output) if output else runs[0].folder / "report.png"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=dpi)
-    return output
+    return save(figure, Path(output) if output else runs[0].folder / "report.png", dpi)
 
 
 def parser() -> ArgumentParser:
