@@ -7,20 +7,20 @@ from collections.abc import Callable
 
 import lightning as L
 from jsonargparse import ArgumentParser, set_parsing_settings
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.tracking.runs import check_run_folders, place_logs
+from mnist_lit.tracking.folders import check_run_folders
+from mnist_lit.tracking.runs import place_logs
 from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
-from mnist_lit.training.console import NetworkSummary, quiet_lightning, run_progress_bar
+from mnist_lit.training.console import quiet_lightning
 from mnist_lit.training.resume import prepare_checkpoint
-from mnist_lit.training.trainer import MNISTTrainer, trainer_defaults
+from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
 
 # jsonargparse imports whatever a `class_path` names while parsing, so a shared config.yaml could
 # otherwise run any code: every package but these is refused before anything is imported
@@ -93,18 +93,7 @@ class MNISTCLI(LightningCLI):
         return trainer
 
     def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
-        if config.get("enable_checkpointing") is False:
-            # the checkpoint callback is the CLI's (see above), and Lightning refuses any with
-            # checkpointing off: train without it, as the flag says
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        if config.get("enable_model_summary") is not False:
-            callbacks = [*callbacks, NetworkSummary(max_depth=2)]  # Lightning's lists metrics too
-        given = [*(config.get("callbacks") or []), *callbacks]
-        if config.get("enable_progress_bar") is not False and not any(
-            isinstance(c, ProgressBar) for c in given
-        ):
-            callbacks = [*callbacks, run_progress_bar()]  # unless the user chose a bar
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
 
     def before_fit(self) -> None:
         check_run_folders(self.trainer)

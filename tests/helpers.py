@@ -1,11 +1,19 @@
-"""Helpers the tests import: tiny MNIST-format files written by the tests themselves, and the
-flags of a quick, quiet run on them."""
+"""Helpers the tests import: tiny MNIST-format files written by the tests themselves, the flags
+of a quick, quiet run on them, the CLI in this process or its own, and readers of what runs
+leave (TensorBoard scalars, CSV files)."""
 
+import csv
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -57,3 +65,51 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+DETERMINISTIC = "--trainer.deterministic=true"
+NO_TEST = "--test_after_fit=false"
+SEVERAL_RUNS = pytest.mark.slow  # training runs one after another: seconds each
+
+
+def exit_status(args: list[str], callbacks: list | None = None) -> int:
+    """Run the CLI in this process as `mnist-lit` does and return its exit status."""
+    from mnist_lit.__main__ import main
+
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C once it has had one
+    try:
+        main(args, callbacks)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return 0
+
+
+def module_command(*args: str) -> list[str]:
+    """`python -m mnist_lit ARGS` as a command for a process of its own."""
+    return [sys.executable, "-m", "mnist_lit", *args]
+
+
+def run_module(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m mnist_lit ARGS` in its own process, this checkout's package first on the path,
+    its output captured as text."""
+    return subprocess.run(
+        module_command(*args), cwd=cwd, env=module_env(), capture_output=True, text=True, **kwargs
+    )
+
+
+def module_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def scalars(run: Path, tag: str) -> list[float]:
+    """The values of a TensorBoard scalar tag in a run folder (none if it was never written)."""
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))

@@ -1,6 +1,4 @@
-import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ from hypothesis import strategies as st
 
 from mnist_lit.__main__ import main
 from mnist_lit.cli import make_cli
-from tests.helpers import REPO, tiny_args
+from tests.helpers import REPO, module_env, read_csv, tiny_args
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -69,7 +67,7 @@ def test_fit_tests_best_checkpoint_and_writes_metrics(tiny_run):
     assert metrics["train_seconds"] > 0 and metrics["train_images_per_second"] > 0
     assert metrics["epochs"] == 3
     # the fake digits are easy: well above chance (0.1) after 3 short epochs
-    assert metrics["best_val/acc"] > 0.5 and metrics["test/acc"] > 0.5
+    assert metrics["val/acc_best"] > 0.5 and metrics["test/acc"] > 0.5
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["batch_size"] == 16 and config["trainer"]["max_epochs"] == 3
 
@@ -77,12 +75,12 @@ def test_fit_tests_best_checkpoint_and_writes_metrics(tiny_run):
 def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     main(["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=1", "--test_after_fit=false"])
     metrics = json.loads((run_dir(workdir, 0) / "metrics.json").read_text())
-    assert "best_val/acc" in metrics and "test/acc" not in metrics
+    assert "val/acc_best" in metrics and "test/acc" not in metrics
     # fit ends by saying where its results are and how to see them
     printed = capsys.readouterr().out
     assert "Run: lightning_logs/version_0/ (metrics.json" in printed
     best = "lightning_logs/version_0/checkpoints/best.ckpt"
-    assert f"Best checkpoint: {best} (val/acc {metrics['best_val/acc']:.4f})" in printed
+    assert f"Best checkpoint: {best} (val/acc {metrics['val/acc_best']:.4f})" in printed
     curves = "tensorboard --logdir lightning_logs, then http://localhost:6006/#custom_scalars\n"
     assert f"Curves: {curves}" in printed
 
@@ -103,8 +101,7 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdi
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     # each evaluation wrote into the run it evaluated, none posing as a run of its own
     assert [p.name for p in (workdir / "lightning_logs").iterdir()] == ["version_0"]
-    with (run / "predict" / "predictions.csv").open() as file:
-        rows = list(csv.DictReader(file))
+    rows = read_csv(run / "predict" / "predictions.csv")
     expected = [f"t10k-images-idx3-ubyte[{i}]" for i in range(100)]
     assert [row["path"] for row in rows] == expected  # every test image, once, in order
     assert not any(row["error"] for row in rows)
@@ -159,8 +156,7 @@ def test_python_dash_m_runs_in_a_subprocess_and_says_what_matters(tiny_mnist, tm
     command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
     command += ["--trainer.enable_model_summary=true", "--trainer.precision=bf16-mixed"]
     command += ["--trainer.enable_progress_bar=true"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=tmp_path, env=module_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((run_dir(tmp_path, 0) / "metrics.json").read_text())
     assert metrics["train_images"] == 2 * 32

@@ -1,18 +1,19 @@
 """Lightning's DDP on CPU (gloo) with two real processes: evaluation counts every image once."""
 
-import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
-from tests.helpers import REPO, tiny_args, write_mnist
+from tests.helpers import (
+    read_csv,
+    run_module,
+    scalars,
+    tiny_args,
+    write_mnist,
+)
 
 pytestmark = pytest.mark.slow  # real two-process runs
 
@@ -21,16 +22,8 @@ DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=d
 
 def run_cli(args: list[str], cwd) -> None:
     """`python -m mnist_lit ...` in a subprocess: DDP launches its second process from it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "mnist_lit", *args]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    done = run_module(args, cwd=cwd, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def last_scalar(run_dir, tag: str) -> float:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return events.Scalars(tag)[-1].value
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +39,8 @@ def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
     root, data = ddp_run
     run = root / "lightning_logs" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert last_scalar(run, "test/images") == 101
-    assert last_scalar(run, "val/images") == 64
+    assert scalars(run, "test/images")[-1] == 101
+    assert scalars(run, "val/images")[-1] == 64
     assert metrics["train_images"] == 2 * 256  # 2 epochs, both processes together
 
     monkeypatch.chdir(root)
@@ -63,7 +56,7 @@ def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
     run_cli(["validate", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"], root)
     written = checkpoint.parents[1] / "validate"  # into the run it validated
-    ddp_images, ddp_acc = last_scalar(written, "val/images"), last_scalar(written, "accuracy/val")
+    ddp_images, ddp_acc = scalars(written, "val/images")[-1], scalars(written, "accuracy/val")[-1]
     monkeypatch.chdir(root)
     single = main(["validate", *tiny_args(data), f"--ckpt_path={checkpoint}"])
     figures = single.trainer.callback_metrics
@@ -81,8 +74,7 @@ def test_ddp_predict_writes_each_input_once(ddp_run):
     (inputs / "8_broken.png").write_bytes(b"not a png")
     args = ["predict", *tiny_args(data), *DDP, f"--ckpt_path={checkpoint}"]
     run_cli([*args, f"--data.predict_path={inputs}", "--predictions_file=out.csv"], root)
-    with (root / "out.csv").open() as file:
-        rows = list(csv.DictReader(file))
+    rows = read_csv(root / "out.csv")
     expected = [str(inputs / f"{i}.png") for i in range(7)] + [str(inputs / "8_broken.png")]
     assert [row["path"] for row in rows] == expected  # 7 images over 2 processes, each once
     assert [bool(row["error"]) for row in rows] == [False] * 7 + [True]

@@ -1,4 +1,4 @@
-"""The README's Python examples run as written and agree with `predict`."""
+"""The Python examples of the README and the docs pages run as written and agree with predict."""
 
 import csv
 import re
@@ -11,9 +11,12 @@ from mnist_lit.images import load_digit
 from mnist_lit.mnist import MEAN, STD
 from tests.helpers import REPO, tiny_args
 
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    pages = "".join(page.read_text() for page in PAGES)
+    return re.findall(r"```python\n(.*?)```", pages, flags=re.S)
 
 
 def scan_like_seven() -> Image.Image:
@@ -41,7 +44,7 @@ def test_the_python_examples_predict_like_the_cli(tiny_run, tiny_run_copy, workd
     capsys.readouterr()
     for block in blocks:
         namespace: dict = {}
-        exec(compile(block, "README.md", "exec"), namespace)
+        exec(compile(block, "docs", "exec"), namespace)
         probs = np.asarray(namespace["probs"], dtype=np.float64)
         np.testing.assert_allclose(probs, expected, atol=1e-5)
         if "x" in namespace:  # without this package: its own copy of the preprocessing

@@ -10,7 +10,9 @@ from jsonargparse import ArgumentParser, Namespace
 
 from mnist_lit.errors import UserError
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
-from mnist_lit.tracking.runs import check_writable
+from mnist_lit.tracking.folders import check_writable
+from mnist_lit.tracking.metrics_file import read_metrics
+from mnist_lit.tracking.runs import run_of
 from mnist_lit.training.checkpoint_io import load_classifier
 
 # What `predict` does to an image before the network sees it (mnist_lit/images.py), for programs
@@ -33,13 +35,8 @@ class ExportOutputError(UserError, FileExistsError):
 
 def test_accuracy(ckpt_path: Path) -> float | None:
     """The test/acc that the checkpoint's own run measured for it, if that run recorded one."""
-    summary = ckpt_path.resolve().parent.parent / "metrics.json"  # the root is its own parent
-    try:
-        metrics = json.loads(summary.read_text())
-    except (OSError, ValueError):  # none, or damaged: the accuracy is not known
-        return None
-    if not isinstance(metrics, dict):
-        return None
+    run = run_of(ckpt_path)
+    metrics = read_metrics(run) if run else {}
     tested = metrics.get("test_checkpoint")
     return metrics.get("test/acc") if tested and Path(tested) == ckpt_path.resolve() else None
 

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 
 from mnist_lit.data import normalize
 from mnist_lit.images import ImageError, as_mnist_digit, load_digit, to_gray
+from mnist_lit.tracking.runs import VERSION, checkpoint_path, newest_checkpoint
 from mnist_lit.training.checkpoint_io import CheckpointError, load_classifier
-from mnist_lit.training.resume import newest_checkpoint
 
 ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -100,11 +100,11 @@ def array_image(array: np.ndarray) -> Image.Image:
 def checkpoint_file(checkpoint: str | Path, runs: Path) -> Path:
     """`best`/`last` -> the newest run's; a run folder -> its best.ckpt; a file as it is."""
     if str(checkpoint) in ("best", "last"):
-        pattern = runs / "version_*" / "checkpoints" / f"{checkpoint}.ckpt"
-        found = newest_checkpoint(pattern)
+        found = newest_checkpoint(runs, str(checkpoint))
         if found is None:
+            pattern = checkpoint_path(runs / f"{VERSION}*", str(checkpoint))
             raise CheckpointError(f"{checkpoint}: no {pattern} was found; pass a checkpoint file")
         return found
     path = Path(checkpoint)
-    in_run = path / "checkpoints" / "best.ckpt"
+    in_run = checkpoint_path(path, "best")
     return in_run if path.is_dir() and in_run.is_file() else path

@@ -21,8 +21,9 @@ from mnist_lit.sweeps.file import (
 )
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
 from mnist_lit.sweeps.hparams import write_experiment
-from mnist_lit.sweeps.trial import fit_command, run_fit
-from mnist_lit.tracking.runs import check_writable
+from mnist_lit.sweeps.trial import fit_command, run_fit, seed_folder
+from mnist_lit.tracking.folders import check_writable
+from mnist_lit.tracking.metrics_file import normalize
 
 OWN_OPTIONS = ("--storage", "--name", "--root", "--summary")
 
@@ -147,7 +148,7 @@ class Worker:
         for seed in seeds:
             if f"run/{seed}" in trial.user_attrs:
                 continue  # finished before this trial was handed back
-            runs = folder / f"seed_{seed}"
+            runs = seed_folder(folder, seed)
             command = fit_command(config, setting, seed, self.flags, runs)
             print(f"[{self.study.study_name}] {label} seed {seed}: fitting (log: {runs}/fit.log)")
             outcome = run_fit(command, runs, self.storage, trial._trial_id)
@@ -162,16 +163,16 @@ class Worker:
                 return None
             trial.set_user_attr(f"run/{seed}", {"seed": seed, **outcome.result})
             self.report(label, seed, outcome.result)
-        runs = [trial.user_attrs[f"run/{seed}"] for seed in seeds]
-        self.study.tell(trial, sum(run["val_acc_best"] for run in runs) / len(runs))
+        runs = [normalize(trial.user_attrs[f"run/{seed}"]) for seed in seeds]
+        self.study.tell(trial, sum(run["val/acc_best"] for run in runs) / len(runs))
         return None
 
     def report(self, label: str, seed: int, result: dict) -> None:
         finished = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        test = f", test/acc {result['test_acc']:.2%}" if result["test_acc"] is not None else ""
+        test = f", test/acc {result['test/acc']:.2%}" if result["test/acc"] is not None else ""
         print(
             f"[{self.study.study_name}] {label} seed {seed}: val/acc_best "
-            f"{result['val_acc_best']:.2%}{test}, {result['train_seconds']:.0f} s training "
+            f"{result['val/acc_best']:.2%}{test}, {result['train_seconds']:.0f} s training "
             f"({finished + 1} of {self.total} trials done)"
         )
 

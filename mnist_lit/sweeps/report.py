@@ -8,8 +8,10 @@ import numpy as np
 from jsonargparse import Namespace
 from matplotlib.figure import Figure
 
+from mnist_lit.sweeps.trial import SEED
 from mnist_lit.tracking.report import Run, check_output, parser, save
 from mnist_lit.tracking.report import run as report_runs
+from mnist_lit.tracking.runs import has_events, runs_below
 
 __all__ = ["parser", "run"]
 
@@ -27,11 +29,10 @@ def run(options: Namespace) -> Path:
 def sweep_runs(folder: Path) -> dict[str, list[Path]]:
     """Run folders by setting, for a sweep's layout SETTING/seed_S/version_N; empty otherwise."""
     runs: dict[str, list[Path]] = {}
-    for events in sorted(folder.glob("*/seed_*/version_*/events.out.tfevents.*")):
-        run = events.parent
-        setting = runs.setdefault(run.parents[1].name, [])
-        if run not in setting:
-            setting.append(run)
+    for seed in sorted(folder.glob(f"*/{SEED}*")):
+        found = sorted(run for run in runs_below(seed) if has_events(run))
+        if found:
+            runs.setdefault(seed.parent.name, []).extend(found)
     return runs
 
 

@@ -14,9 +14,11 @@ from optuna.trial import TrialState
 
 from mnist_lit.sweeps.file import setting_label
 from mnist_lit.sweeps.study import retried
+from mnist_lit.tracking.metrics_file import normalize
 
 STATS = ("mean", "std", "min", "max")
-FIGURES = {"val_acc_best": "val/acc_best", "test_acc": "test/acc", "train_seconds": "training s"}
+# metrics.json's figures, and their column titles
+FIGURES = {"val/acc_best": "val/acc_best", "test/acc": "test/acc", "train_seconds": "training s"}
 
 
 @dataclass
@@ -56,13 +58,14 @@ def summarise(study: optuna.Study) -> Summary:
             setting = settings.setdefault(label, Setting(label, params))
             for key, run in trial.user_attrs.items():
                 if key.startswith("run/"):
-                    setting.runs[run["seed"]] = run  # one run per seed, however often retried
+                    # one run per seed, however often retried
+                    setting.runs[run["seed"]] = normalize(run)
         elif trial.state == TrialState.FAIL:
             seed = f" seed {trial.params['seed']}" if "seed" in trial.params else ""
             failed.append(f"{label}{seed}: {trial.user_attrs.get('error', 'no reason recorded')}")
         elif trial.state != TrialState.PRUNED:
             unfinished += 1
-    ranked = sorted(settings.values(), key=lambda s: -mean(s.values("val_acc_best")))
+    ranked = sorted(settings.values(), key=lambda s: -mean(s.values("val/acc_best")))
     return Summary(study.study_name, ranked, failed, unfinished)
 
 

@@ -4,7 +4,6 @@ earlier attempt was stopped, and stopped the way `fit` is (SIGTERM, Ctrl-C) when
 is."""
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,17 @@ from typing import Any
 
 from mnist_lit.sweeps.file import flag_value
 from mnist_lit.sweeps.study import Heartbeat
+from mnist_lit.tracking.metrics_file import read_metrics
+from mnist_lit.tracking.runs import METRICS, metrics_path, newest, newest_checkpoint, runs_below
 from mnist_lit.tracking.tensorboard import SHARED_EXPERIMENT
+
+# the figures of each seed's run that the study records (metrics.json's names)
+RECORDED = ("val/acc_best", "test/acc", "train_seconds", "epochs")
+SEED = "seed_"  # a sweep's folders: NAME/SETTING/seed_S/, each with fit.log and its version_N
+
+
+def seed_folder(setting: Path, seed: int) -> Path:
+    return setting / f"{SEED}{seed}"
 
 
 @dataclass
@@ -35,7 +44,7 @@ def fit_command(config: Path, setting: dict, seed: int, flags: list[str], runs: 
     command += ["--seed_everything", str(seed)]
     command += ["--trainer.logger.init_args.save_dir", str(runs.parent)]
     command += ["--trainer.logger.init_args.name", runs.name]
-    if list(runs.glob("version_*/checkpoints/last.ckpt")):
+    if newest_checkpoint(runs, "last"):
         command += ["--ckpt_path", "last"]  # an earlier attempt was stopped: go on from there
     return command
 
@@ -91,17 +100,12 @@ def failure_reason(log_path: Path, status: int) -> str:
 
 def read_result(runs: Path) -> FitOutcome:
     """The figures the trial's run wrote to its metrics.json."""
-    summaries = sorted(runs.glob("version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    if not summaries:
-        return FitOutcome(None, f"the fit wrote no metrics.json under {runs}", None)
-    metrics = json.loads(summaries[-1].read_text())
-    if metrics.get("best_val/acc") is None:
+    written = newest([metrics_path(run) for run in runs_below(runs)])
+    if written is None:
+        return FitOutcome(None, f"the fit wrote no {METRICS} under {runs}", None)
+    metrics = read_metrics(written.parent)
+    if metrics.get("val/acc_best") is None:
         return FitOutcome(None, "no val/acc_best: a sweep chooses by validation", None)
-    result = {
-        "val_acc_best": metrics["best_val/acc"],
-        "test_acc": metrics.get("test/acc"),
-        "train_seconds": metrics.get("train_seconds"),
-        "epochs": metrics.get("epochs"),
-        "run": str(summaries[-1].parent.resolve()),
-    }
+    result = {key: metrics.get(key) for key in RECORDED}
+    result["run"] = str(written.parent.resolve())
     return FitOutcome(result, None, None)

@@ -1,4 +1,6 @@
-"""`metrics.json` in the run's folder: final and best figures, the checkpoints, throughput."""
+"""`metrics.json` in the run's folder, written and read here alone: final and best figures, the
+checkpoints they came from, throughput. Its keys are the module's metric names (`val/acc`,
+`val/acc_best`, `test/acc`, `test/loss`) and the training counts."""
 
 import json
 import time
@@ -8,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mnist_lit.tracking.runs import run_folder
+from mnist_lit.tracking.runs import metrics_path, run_folder
 
 
 def _as_number(value: Any) -> Any:
@@ -19,16 +21,42 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-class RunSummary(L.Callback):
+# keys of files written by earlier versions, and of sweep records stored by them
+FORMER_KEYS = {
+    "best_val/acc": "val/acc_best",
+    "val_acc_best": "val/acc_best",
+    "test_acc": "test/acc",
+}
+
+
+def normalize(figures: dict[str, Any]) -> dict[str, Any]:
+    """Figures under today's names, whatever version wrote them."""
+    return {FORMER_KEYS.get(key, key): value for key, value in figures.items()}
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    """A run's metrics.json; empty when there is none, or it is damaged (cut short by a full
+    disk, say): the figures are then not known."""
+    try:
+        figures = json.loads(metrics_path(run).read_text())
+    except (OSError, ValueError):
+        return {}
+    return normalize(figures) if isinstance(figures, dict) else {}
+
+
+class MetricsFile(L.Callback):
     """Writes `metrics.json` in the run's log folder: final figures, best checkpoint, throughput.
 
     Training time counts the training batches only: validation inside an epoch is left out.
     The counts travel in checkpoints, so a resumed run's figures cover the whole run.
     """
 
-    def __init__(self, filename: str = "metrics.json") -> None:
-        self.filename = filename
+    def __init__(self) -> None:
         self.reset()
+
+    @property
+    def state_key(self) -> str:
+        return "RunSummary"  # its name in the checkpoints of earlier versions, which still resume
 
     def reset(self) -> None:
         self.train_seconds, self.train_images, self.epochs = 0.0, 0, 0
@@ -78,7 +106,7 @@ class RunSummary(L.Callback):
             trainer,
             {
                 "val/acc": _as_number(trainer.callback_metrics.get("val/acc")),
-                "best_val/acc": _as_number(getattr(checkpoint, "best_model_score", None)),
+                "val/acc_best": _as_number(getattr(checkpoint, "best_model_score", None)),
                 "best_checkpoint": _absolute(getattr(checkpoint, "best_model_path", None)),
                 "epochs": self.epochs,  # complete ones
                 "global_step": trainer.global_step,
@@ -105,10 +133,9 @@ class RunSummary(L.Callback):
     def _write(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
         if trainer.fast_dev_run:  # a smoke test of the code, not a run to keep
             return
-        path = run_folder(trainer) / self.filename  # every process: this is a collective call
+        run = run_folder(trainer)  # every process: this is a collective call
         if not trainer.is_global_zero:
             return
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-        summary.update(figures)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        written = read_metrics(run) | figures
+        run.mkdir(parents=True, exist_ok=True)
+        metrics_path(run).write_text(json.dumps(written, indent=2) + "\n")

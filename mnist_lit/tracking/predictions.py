@@ -11,7 +11,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lit.errors import UserError
 from mnist_lit.images import PredictInputs
 from mnist_lit.mnist import NUM_CLASSES
-from mnist_lit.tracking.runs import check_writable, run_folder
+from mnist_lit.tracking.folders import check_writable
+from mnist_lit.tracking.runs import run_folder
 
 
 class PredictionOutputError(UserError, FileExistsError):

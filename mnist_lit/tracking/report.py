@@ -3,7 +3,6 @@ TensorBoard event files; with several runs, their validation curves on one plot;
 folder, each setting's validation curves over its seeds."""
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,9 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.errors import UserError
-from mnist_lit.tracking.runs import check_writable
+from mnist_lit.tracking.folders import check_writable
+from mnist_lit.tracking.metrics_file import read_metrics
+from mnist_lit.tracking.runs import EVENTS, folders_with_events, has_events, is_training_run
 from mnist_lit.tracking.tensorboard import tensorboard_tag
 
 FORMATS = (".png", ".pdf", ".svg")
@@ -29,15 +30,15 @@ def find_run(path: Path) -> Path:
     (evaluation runs of `test`, `validate` and `predict` have no checkpoints of their own)."""
     if not path.is_dir():
         raise ReportError(f"{path} is not a folder; pass a run such as lightning_logs/version_0")
-    if any(path.glob("events.out.tfevents.*")):
+    if has_events(path):
         return path
-    runs = {event.parent for event in path.rglob("events.out.tfevents.*")}
+    runs = folders_with_events(path)
     if not runs:
         raise ReportError(f"{path} holds no TensorBoard event files; train with `fit` first")
-    trained = [run for run in runs if (run / "checkpoints").is_dir()]
+    trained = [run for run in runs if is_training_run(run)]
     if not trained:
         raise ReportError(f"{path} holds no training run (only evaluations); pass a run folder")
-    return max(trained, key=lambda run: max(e.stat().st_mtime for e in run.glob("events.*")))
+    return max(trained, key=lambda run: max(e.stat().st_mtime for e in run.glob(EVENTS)))
 
 
 class Run:
@@ -75,10 +76,7 @@ class Run:
     def train_seconds(self) -> float | None:
         """From metrics.json, written by the run when it finished fitting (if it did, and the
         file is whole)."""
-        try:
-            seconds = json.loads((self.folder / "metrics.json").read_text()).get("train_seconds")
-        except (OSError, ValueError, AttributeError):
-            return None
+        seconds = read_metrics(self.folder).get("train_seconds")
         return seconds if isinstance(seconds, int | float) else None
 
     def headline(self) -> str:

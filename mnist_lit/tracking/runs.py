@@ -1,9 +1,16 @@
-"""A run's folder: claimed for it alone, checked writable before any work, and found again."""
+"""A run's folder: the one place that decides where each command writes and knows what lies in
+a run, for every writer and reader (fit, resume, validate/test/predict, report, export, the
+demo, DigitReader, sweeps).
 
-import contextlib
-import errno
-import os
-from collections.abc import Iterator
+    SAVE_DIR/lightning_logs/version_N/    a training run, claimed for it alone (RunLogger)
+        config.yaml  metrics.json  events.out.tfevents.*  report.png
+        checkpoints/best.ckpt  checkpoints/last.ckpt
+        validate/  test/  predict/        evaluations of its checkpoints, with their own events
+
+SAVE_DIR is --trainer.logger.init_args.save_dir, else --trainer.default_root_dir, else `.`.
+"""
+
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +19,61 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_lit.errors import UserError
+from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.tensorboard import tensorboard_tag
 
+RUNS = "lightning_logs"  # the logger's default `name`: the folder of the run folders
+VERSION = "version_"
+CHECKPOINTS = "checkpoints"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+EVENTS = "events.out.tfevents.*"
 
-class OutputFolderError(UserError, PermissionError):
-    """A folder the run must write to cannot be written."""
+
+def checkpoint_path(run: Path, name: str = "best") -> Path:
+    """A run's `best` or `last` checkpoint."""
+    return Path(run) / CHECKPOINTS / f"{name}.ckpt"
 
 
-class RunFolderFullError(UserError, OSError):
-    """The disk under the run's folder filled up while the run wrote its events or files."""
+def metrics_path(run: Path) -> Path:
+    return Path(run) / METRICS
 
 
-# a write refused for want of space: a full disk, or the user's quota on it
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+def runs_below(root: Path) -> list[Path]:
+    """The run folders (version_N) directly below `root`."""
+    return [path for path in Path(root).glob(f"{VERSION}*") if path.is_dir()]
+
+
+def newest(paths: list[Path]) -> Path | None:
+    """The most recently written of `paths` that exist."""
+    existing = [path for path in paths if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
+
+
+def newest_checkpoint(root: Path, name: str) -> Path | None:
+    """The newest `name` checkpoint (best, last) of the runs below `root`."""
+    return newest([checkpoint_path(run, name) for run in runs_below(root)])
+
+
+def run_of(ckpt_path: str | Path) -> Path | None:
+    """The run folder a checkpoint was written in, when it lies in that run's checkpoints/."""
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    return run if folder.name == CHECKPOINTS and (run / CONFIG).is_file() else None
+
+
+def folders_with_events(root: Path) -> set[Path]:
+    """Every folder below `root`, itself included, that holds TensorBoard events."""
+    return {events.parent for events in Path(root).rglob(EVENTS)}
+
+
+def has_events(folder: Path) -> bool:
+    return any(Path(folder).glob(EVENTS))
+
+
+def is_training_run(folder: Path) -> bool:
+    """A run of `fit`: evaluations (`validate`, `test`, `predict`) have no checkpoints."""
+    return (Path(folder) / CHECKPOINTS).is_dir()
 
 
 def run_folder(trainer: L.Trainer) -> Path:
@@ -34,34 +82,16 @@ def run_folder(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def check_writable(folder: Path, flag: str) -> None:
-    """Raise OutputFolderError unless `folder` exists as a writable folder or can be created.
-    Nothing is created: under DDP every process checks, and only rank 0 makes the folders."""
-    existing = folder.absolute()
-    try:
-        while not existing.exists():
-            existing = existing.parent
-    except OSError as error:  # e.g. a name longer than the file system allows
-        raise OutputFolderError(f"cannot write to {folder}: {error.strerror}") from None
-    if not existing.is_dir():
-        problem = f"{existing} is a file"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    else:
-        return
-    raise OutputFolderError(f"cannot write to {folder}: {problem}. Choose another with {flag}")
-
-
 def claim_version(root: Path) -> int:
     """The next free version_N below `root`, created here: mkdir fails for all but one of the
     processes that try the same N, so runs started together each get their own folder."""
     check_writable(root, "--trainer.logger.init_args.save_dir")
     root.mkdir(parents=True, exist_ok=True)
-    numbers = [p.name.removeprefix("version_") for p in root.glob("version_*")]
+    numbers = [path.name.removeprefix(VERSION) for path in runs_below(root)]
     version = max((int(n) for n in numbers if n.isdigit()), default=-1) + 1
     while True:
         try:
-            (root / f"version_{version}").mkdir()
+            (root / f"{VERSION}{version}").mkdir()
             return version
         except FileExistsError:
             version += 1
@@ -71,7 +101,7 @@ class RunLogger(TensorBoardLogger):
     """Lightning's TensorBoardLogger, whose version_N folder is claimed when it is first named.
     Lightning's own logger takes "the highest N + 1" without claiming it, and two runs started
     together in one folder write into the same one. It writes the module's metrics under their
-    TensorBoard tags (tracking.TENSORBOARD_TAGS) and leaves out Lightning's `epoch` scalar."""
+    TensorBoard tags (tensorboard.TENSORBOARD_TAGS) and leaves out Lightning's `epoch` scalar."""
 
     def __init__(self, save_dir: str | None = None, **kwargs: Any) -> None:
         """Args:
@@ -94,39 +124,6 @@ class RunLogger(TensorBoardLogger):
             on_rank_zero = rank_zero_only.rank == 0
             self.claimed = claim_version(Path(self.root_dir)) if on_rank_zero else super().version
         return self.claimed
-
-
-@contextlib.contextmanager
-def reporting_full_disk(trainer: L.Trainer, fix: str = "free some space there") -> Iterator[None]:
-    """A full disk under the run's folder ends the run as one `error:` line. TensorBoard's event
-    writer fails in its own thread and raises the error again at the logger's next write (see
-    console.quiet_event_writer_thread); config.yaml, hparams.yaml and metrics.json fail in
-    place. What was written before stays: the checkpoints, and the events up to the failure."""
-    try:
-        yield
-    except OSError as error:
-        if isinstance(error, UserError) or error.errno not in NO_SPACE:
-            raise  # checkpoints and predictions say so themselves, with their own flags
-        # the logger's own folder, not trainer.log_dir: that is a collective call under DDP
-        folder = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
-        where = error.filename or f"the run's files in {folder}"
-        raise RunFolderFullError(
-            f"could not write {where}: {error.strerror}. The run stopped; the checkpoints and "
-            f"events written before are kept; {fix}"
-        ) from None
-
-
-def check_run_folders(trainer: L.Trainer) -> None:
-    """The log folder and every checkpoint folder can be written: Lightning would find out at the
-    first write (the logger's folder, or the first checkpoint an epoch later), with a traceback."""
-    log_flag = (
-        "--trainer.logger.init_args.save_dir" if trainer.logger else "--trainer.default_root_dir"
-    )
-    logs = getattr(trainer.logger, "root_dir", None) or trainer.default_root_dir
-    check_writable(Path(logs), log_flag)
-    for callback in trainer.checkpoint_callbacks:
-        if callback.dirpath:
-            check_writable(Path(callback.dirpath), "--checkpoint.dirpath")
 
 
 def place_logs(config: Namespace) -> None:
@@ -153,12 +150,36 @@ def place_evaluation_logs(subcommand: str, config: Namespace, run: Path | None) 
             run = run.relative_to(Path.cwd())
         arguments.save_dir, arguments.name, arguments.version = str(run), subcommand, ""
     else:
-        arguments.name = f"{arguments.get('name') or 'lightning_logs'}/{subcommand}"
+        arguments.name = f"{arguments.get('name') or RUNS}/{subcommand}"
 
 
-def log_root(config) -> Path:
+def continue_run(config: Namespace, run: Path) -> None:
+    """A resumed run goes on in its own folder (one run, one record), unless the user sent its
+    checkpoints elsewhere."""
+    logger = config.trainer.get("logger")
+    if isinstance(logger, Namespace) and not config.checkpoint.get("dirpath"):
+        arguments = logger.init_args
+        arguments.save_dir, arguments.name = str(run.parents[1]), run.parent.name
+        arguments.version = run.name
+
+
+def log_root(config: Namespace) -> Path:
     """Where this run's TensorBoard logger puts its version_N folders."""
     logger = config.trainer.get("logger")
     arguments = getattr(logger, "init_args", None) or {}
     save_dir = arguments.get("save_dir") or config.trainer.get("default_root_dir") or "."
-    return Path(save_dir) / (arguments.get("name") or "lightning_logs")
+    return Path(save_dir) / (arguments.get("name") or RUNS)
+
+
+def checkpoint_finder(config: Namespace) -> tuple[str, Callable[[str], Path | None]]:
+    """Where this command's checkpoints go, in words, and a function that finds the newest
+    `best` or `last` there: --checkpoint.dirpath, else the runs below the logger's folder, else
+    default_root_dir/checkpoints (no logger)."""
+    if config.checkpoint.get("dirpath"):
+        folder = Path(config.checkpoint.dirpath)
+    elif config.trainer.get("logger"):
+        root = log_root(config)
+        return str(root / f"{VERSION}*" / CHECKPOINTS), lambda name: newest_checkpoint(root, name)
+    else:
+        folder = Path(config.trainer.get("default_root_dir") or ".") / CHECKPOINTS
+    return str(folder), lambda name: newest([folder / f"{name}.ckpt"])

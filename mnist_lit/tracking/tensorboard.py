@@ -1,22 +1,18 @@
-"""TensorBoard extras: prediction pictures, hyperparameters with real metrics, the run's config."""
+"""TensorBoard: the tags of the module's metrics, HParams with real metrics, the Custom Scalars
+charts and the run's config as text (the pictures: pictures.py)."""
 
 import os
 import re
 from typing import Any
 
 import lightning as L
-import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard.summary import hparams
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lit.data import global_seed
-from mnist_lit.mnist import NUM_CLASSES
-from mnist_lit.tracking.pictures import confusion_figure, digit_grid
 
 # TensorBoard's tags for the module's metrics (RunLogger writes them). TensorBoard opens on Time
 # Series, which groups cards by a tag's first part in name order and expands the first two
@@ -52,80 +48,6 @@ SHARED_EXPERIMENT = "MNIST_LIT_SHARED_EXPERIMENT"
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-
-class PredictionPictures(L.Callback):
-    """At the end of validation and test: the first digits with predicted (true) labels, the most
-    confidently wrong ones, and the confusion matrix, as TensorBoard images.
-
-    Args:
-        grid_size: How many digits each grid shows.
-    """
-
-    def __init__(self, grid_size: int = 32) -> None:
-        self.grid_size = grid_size
-        self.confusion = MulticlassConfusionMatrix(NUM_CLASSES)
-
-    def _reset(self) -> None:
-        self.confusion.reset()
-        self.first: list[torch.Tensor] = []  # images, preds, targets, confidences of the first
-        self.worst: list[torch.Tensor] = []  # ...and of the highest-loss mistakes, plus losses
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._reset()
-
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._reset()
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._collect(outputs, batch)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._collect(outputs, batch)
-
-    def _collect(self, logits: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        logits, (images, targets) = logits.detach().float().cpu(), (t.cpu() for t in batch)
-        self.confusion.update(logits, targets)
-        confidences, preds = logits.softmax(dim=1).max(dim=1)
-        if not self.first or len(self.first[0]) < self.grid_size:
-            batch_rows = [images, preds, targets, confidences]
-            self.first = batch_rows if not self.first else self._cat(self.first, batch_rows)
-            self.first = [t[: self.grid_size] for t in self.first]
-        wrong = preds != targets
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        rows = [t[wrong] for t in (images, preds, targets, confidences, losses)]
-        pool = self._cat(self.worst, rows) if self.worst else rows
-        keep = pool[4].topk(min(self.grid_size, len(pool[4]))).indices
-        self.worst = [t[keep] for t in pool]
-
-    @staticmethod
-    def _cat(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.cat([x, y]) for x, y in zip(a, b)]
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self._log(trainer, "val")
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._log(trainer, "test")
-
-    def _log(self, trainer: L.Trainer, stage: str) -> None:
-        counts = self.confusion.compute()  # every process takes part: the counts are synchronised
-        logger = tensorboard(trainer)
-        if logger is None or not trainer.is_global_zero or not self.first:
-            return
-        step, writer = trainer.global_step, logger.experiment
-        images, preds, targets, conf = self.first
-        title = f"{stage}: predicted (true)"  # the card says the step
-        writer.add_figure(f"{stage}/predictions", digit_grid(images, preds, targets, title), step)
-        if self.worst and len(self.worst[0]):
-            images, preds, targets, conf, _ = self.worst
-            title = f"{stage}: worst mistakes, predicted (true) confidence"
-            figure = digit_grid(images, preds, targets, title, confidences=conf)
-            writer.add_figure(f"{stage}/worst_mistakes", figure, step)
-        accuracy = counts.diag().sum() / counts.sum()
-        title = f"{stage}: accuracy {accuracy:.2%}"
-        writer.add_figure(f"{stage}/confusion_matrix", confusion_figure(counts, title), step)
 
 
 def run_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

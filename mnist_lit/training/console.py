@@ -55,7 +55,7 @@ def quiet_lightning() -> None:
 def quiet_event_writer_thread() -> None:
     """TensorBoard's event writer thread prints the traceback of a failed write (a full disk)
     and keeps the error, which the logger's next write raises again in the run's own thread,
-    where runs.reporting_full_disk turns it into one line: the thread's copy is left out."""
+    where folders.reporting_full_disk turns it into one line: the thread's copy is left out."""
     if getattr(threading.excepthook, "quiet_event_writer", False):
         return
     default = threading.excepthook

@@ -2,7 +2,6 @@
 `--ckpt_path last`/`best` found where this command's checkpoints go, the file checked before
 Lightning reads it, the model settings kept, and the run continued in its own folder."""
 
-import glob
 import inspect
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from jsonargparse import Namespace
 
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.tracking.runs import log_root, place_evaluation_logs
+from mnist_lit.tracking.runs import checkpoint_finder, continue_run, place_evaluation_logs, run_of
 from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
 
 
@@ -19,7 +18,6 @@ def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
     """Resolve and check `config.ckpt_path` in place; point the logger at the run being
     continued (`fit`) or evaluated (the others). Runs before Lightning reads the checkpoint's
     hyperparameters, so a wrong file is one clear error and never runs code."""
-    logger = config.trainer.get("logger")
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
@@ -40,39 +38,22 @@ def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
         place_evaluation_logs(subcommand, config, run_of(config.ckpt_path))
         return
     check_same_model(config.ckpt_path, checkpoint, config.model)
-    run = run_of(config.ckpt_path)
-    if run and isinstance(logger, Namespace) and not config.checkpoint.get("dirpath"):
-        # the resumed run goes on in its own folder: one run, one record
-        arguments = logger.init_args
-        arguments.save_dir, arguments.name = str(run.parents[1]), run.parent.name
-        arguments.version = run.name
+    if run := run_of(config.ckpt_path):
+        continue_run(config, run)
 
 
 def find_checkpoint(name: str, config: Namespace) -> Path:
     """`--ckpt_path last` or `best`: that checkpoint of the newest run where this command's
-    checkpoints go (the checkpoint folder, the logger's runs, or default_root_dir/checkpoints).
-    Lightning itself would look only in the new run's own, empty, folder and quietly start
-    over, or evaluate untrained weights."""
-    file = f"{name}.ckpt"
-    if config.checkpoint.get("dirpath"):
-        pattern = Path(config.checkpoint.dirpath) / file
-    elif config.trainer.get("logger"):
-        pattern = log_root(config) / "version_*" / "checkpoints" / file
-    else:
-        pattern = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / file
-    found = newest_checkpoint(pattern)
+    checkpoints go. Lightning itself would look only in the new run's own, empty, folder and
+    quietly start over, or evaluate untrained weights."""
+    where, find = checkpoint_finder(config)
+    found = find(name)
     if found is None:
         raise CheckpointError(
-            f"--ckpt_path {name}: no {pattern} was found; pass a checkpoint path, or leave "
-            "--ckpt_path out to start a new run"
+            f"--ckpt_path {name}: no {Path(where) / f'{name}.ckpt'} was found; pass a checkpoint "
+            "path, or leave --ckpt_path out to start a new run"
         )
     return found
-
-
-def newest_checkpoint(pattern: Path) -> Path | None:
-    """The most recently written file matching the glob `pattern`, if any."""
-    found = sorted(map(Path, glob.glob(str(pattern))), key=lambda path: path.stat().st_mtime)
-    return found[-1] if found else None
 
 
 def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
@@ -96,10 +77,3 @@ def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) ->
 
 def plain(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def run_of(ckpt_path: str) -> Path | None:
-    """The run folder a checkpoint was written in, when it lies in that run's checkpoints/."""
-    folder = Path(ckpt_path).resolve().parent
-    run = folder.parent
-    return run if folder.name == "checkpoints" and (run / "config.yaml").is_file() else None

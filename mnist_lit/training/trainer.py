@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit.errors import ConfigError
-from mnist_lit.tracking.metrics_file import RunSummary
+from mnist_lit.tracking.folders import reporting_full_disk
+from mnist_lit.tracking.metrics_file import MetricsFile
+from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
-from mnist_lit.tracking.runs import reporting_full_disk, run_folder
-from mnist_lit.tracking.tensorboard import (
-    CurveCharts,
-    HyperparametersWithMetrics,
-    PredictionPictures,
-)
+from mnist_lit.tracking.runs import run_folder
+from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics
 from mnist_lit.training.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
+from mnist_lit.training.console import NetworkSummary, run_progress_bar
+from mnist_lit.training.interrupts import CtrlCStops
 
 
 def trainer_defaults() -> dict:
@@ -29,19 +30,35 @@ def trainer_defaults() -> dict:
         "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
         "logger": {
             "class_path": "mnist_lit.tracking.runs.RunLogger",
-            # the HParams tab gets real metrics (see tracking.py), not an hp_metric of -1
+            # the HParams tab gets real metrics (see tensorboard.py), not an hp_metric of -1
             "init_args": {"default_hp_metric": False},
         },
         "callbacks": [
-            RunSummary(),
+            MetricsFile(),
             PredictionWriter(),
             PredictionPictures(),
             HyperparametersWithMetrics(),
             CurveCharts(),
             RandomStatesInCheckpoint(),
             FiniteLossGuard(),
+            CtrlCStops(),
         ],
     }
+
+
+def console_and_checkpoints(config: dict, callbacks: list[L.Callback]) -> list[L.Callback]:
+    """The callbacks LightningCLI gives a trainer with `config`, completed: the network summary
+    and the progress bar unless switched off or the user chose their own, and no checkpoint
+    callback when checkpointing is off (Lightning refuses one then)."""
+    if config.get("enable_checkpointing") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if config.get("enable_model_summary") is not False:
+        callbacks = [*callbacks, NetworkSummary(max_depth=2)]  # Lightning's lists metrics too
+    given = [*(config.get("callbacks") or []), *callbacks]
+    chosen = any(isinstance(c, ProgressBar) for c in given)
+    if config.get("enable_progress_bar") is not False and not chosen:
+        callbacks = [*callbacks, run_progress_bar()]
+    return callbacks
 
 
 class MNISTTrainer(L.Trainer):

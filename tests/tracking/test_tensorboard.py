@@ -19,7 +19,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.__main__ import main
-from mnist_lit.tracking.tensorboard import PredictionPictures
+from mnist_lit.tracking.pictures import PredictionPictures
 from tests.helpers import free_port, tiny_args
 
 SCALARS = [

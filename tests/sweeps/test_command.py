@@ -3,11 +3,9 @@ the summary equal to the runs' own metrics.json, resumed after a kill without ru
 finished trial twice, and shared by two workers on SQLite or on a PostgreSQL server."""
 
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from mnist_lit.__main__ import main
-from tests.helpers import REPO, tiny_args
+from tests.helpers import REPO, module_command, module_env, run_module, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process
 FAST = str(REPO / "configs" / "fast.yaml")
@@ -37,9 +35,8 @@ def write_grid(folder: Path, seeds: list[int], lrs: list[float], name: str = "gr
 
 
 def sweep(*args: str, cwd: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mnist_lit", "sweep", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    command = module_command("sweep", *args)
+    return subprocess.Popen(command, cwd=cwd, env=module_env(), stdout=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -63,26 +60,23 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
         runs = sorted(folder.glob(f"{setting}/seed_*/version_0"))
         assert len(runs) == 2  # one run folder per seed, as a hand-started fit leaves
         metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
-        val = [m["best_val/acc"] for m in metrics]
+        val = [m["val/acc_best"] for m in metrics]
         test = [m["test/acc"] for m in metrics]
-        assert float(row["val_acc_best_mean"]) == pytest.approx(statistics.fmean(val))
-        assert float(row["val_acc_best_std"]) == pytest.approx(statistics.stdev(val))
-        assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(test))
+        assert float(row["val/acc_best_mean"]) == pytest.approx(statistics.fmean(val))
+        assert float(row["val/acc_best_std"]) == pytest.approx(statistics.stdev(val))
+        assert float(row["test/acc_mean"]) == pytest.approx(statistics.fmean(test))
         config = yaml.safe_load((runs[0] / "config.yaml").read_text())
         assert config["model"]["lr"] == float(setting.split("=")[1])
         assert config["data"]["batch_size"] == 16  # the sweep's flags reach every trial
         assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
-    best = max(rows.values(), key=lambda row: float(row["val_acc_best_mean"]))
+    best = max(rows.values(), key=lambda row: float(row["val/acc_best_mean"]))
     assert best["chosen"] == "True"
     # TensorBoard's HParams tab: the sweep's experiment names the varied keys as its columns,
     # and the trials add their values without experiments of their own to compete with it
     assert hparams_columns(folder) == ["model/lr", "seed"]  # swept, then the seeds
     assert hparams_columns(runs[0]) is None
     # the table again without training, and the sweep's picture
-    again = subprocess.run(
-        [sys.executable, "-m", "mnist_lit", "sweep", "--summary", str(folder)],
-        cwd=workdir, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    again = run_module(["sweep", "--summary", str(folder)], cwd=workdir)
     assert again.returncode == 0 and (folder / "summary.md").read_text() in again.stdout
     main(["report", str(folder)])
     assert (folder / "report.png").stat().st_size > 10_000
@@ -180,11 +174,11 @@ def test_search_records_its_trials_and_picks_by_validation(workdir, tiny_mnist):
         metrics = json.loads(
             (folder / f"trial_{trial.number}" / "seed_1" / "version_0" / "metrics.json").read_text()
         )
-        assert trial.value == metrics["best_val/acc"]
+        assert trial.value == metrics["val/acc_best"]
         assert 1e-5 <= trial.params["model.lr"] <= 1e-3
     best = max(trials, key=lambda t: t.value)
     chosen = next(row for row in read_csv(folder / "summary.csv") if row["chosen"] == "True")
-    assert float(chosen["val_acc_best_mean"]) == pytest.approx(best.value)
+    assert float(chosen["val/acc_best_mean"]) == pytest.approx(best.value)
     assert "search" in output
 
 

@@ -123,7 +123,7 @@ def test_a_port_in_use_is_one_line(tiny_checkpoint, capsys):
 @pytest.mark.slow
 def test_ctrl_c_stops_the_demo_with_130(tiny_checkpoint, tmp_path):
     pytest.importorskip("gradio")
-    from tests.browser import serving_demo
+    from tests.inference.browser import serving_demo
 
     with serving_demo(tiny_checkpoint, tmp_path) as (url, server):
         server.send_signal(signal.SIGINT)
@@ -155,7 +155,7 @@ def reading_model(tmp_path_factory) -> Path:
 def demo_page(reading_model):
     pytest.importorskip("gradio")
     pytest.importorskip("playwright")
-    from tests import browser
+    from tests.inference import browser
 
     if browser.find_chromium() is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
@@ -168,7 +168,7 @@ def demo_page(reading_model):
 
 @pytest.mark.slow
 def test_a_drawn_one_and_seven_are_read(demo_page):
-    from tests.browser import clear, read_drawn
+    from tests.inference.browser import clear, read_drawn
 
     page, _ = demo_page
     for digit in (1, 7):
@@ -185,7 +185,7 @@ def test_a_drawn_one_and_seven_are_read(demo_page):
 def test_an_upload_is_read_as_the_python_api_reads_it(demo_page, reading_model, tmp_path):
     from torchvision.datasets import MNIST
 
-    from tests.browser import upload
+    from tests.inference.browser import upload
 
     page, _ = demo_page
     reader = DigitReader(reading_model)
@@ -202,7 +202,7 @@ def test_an_upload_is_read_as_the_python_api_reads_it(demo_page, reading_model, 
 
 @pytest.mark.slow
 def test_bad_uploads_get_a_message_and_the_page_serves_on(demo_page, tmp_path):
-    from tests.browser import upload
+    from tests.inference.browser import upload
 
     page, _ = demo_page
     Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")

@@ -1,12 +1,11 @@
 """Interrupted runs continue exactly; same seeds give the same run; divergence stops cleanly."""
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,13 +15,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lit.__main__ import main
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.training.checkpointing import FiniteLossGuard, NonFiniteLossError
-from tests.helpers import REPO, tiny_args
+from tests.helpers import (
+    DETERMINISTIC,
+    NO_TEST,
+    SEVERAL_RUNS,
+    exit_status,
+    module_command,
+    module_env,
+    run_module,
+    tiny_args,
+)
 
-EXACT = ["--trainer.deterministic=true", "--seed_everything=11", "--trainer.log_every_n_steps=1"]
+EXACT = [DETERMINISTIC, "--seed_everything=11", "--trainer.log_every_n_steps=1"]
 
 
 def fit(data, *extra: str) -> None:
-    main(["fit", *tiny_args(data), *EXACT, "--test_after_fit=false", *extra])
+    main(["fit", *tiny_args(data), *EXACT, NO_TEST, *extra])
 
 
 def step_losses(run) -> dict[int, float]:
@@ -47,10 +55,8 @@ def test_resume_in_a_new_process_continues_exactly(tiny_mnist, workdir):
     fit(tiny_mnist, "--trainer.max_epochs=2")  # version_0: straight through
     fit(tiny_mnist, "--trainer.max_epochs=1")  # version_1: stopped after one epoch
     stopped = workdir / "lightning_logs/version_1/checkpoints/last.ckpt"
-    command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist), *EXACT]
-    command += ["--test_after_fit=false", "--trainer.max_epochs=2", f"--ckpt_path={stopped}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    args = ["fit", *tiny_args(tiny_mnist), *EXACT, NO_TEST, "--trainer.max_epochs=2"]
+    done = run_module([*args, f"--ckpt_path={stopped}"], cwd=workdir)
     assert done.returncode == 0, done.stderr[-2000:]
     logs = workdir / "lightning_logs"
     assert sorted(p.name for p in logs.iterdir()) == ["version_0", "version_1"]  # in its folder
@@ -119,13 +125,12 @@ def test_ckpt_path_last_without_a_run_says_so(tiny_mnist, workdir, capsys):
 @pytest.mark.slow  # a real subprocess
 @pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path, sent, status):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "mnist_lit", "fit", *tiny_args(tiny_mnist)]
-    command += ["--data.batch_size=8", "--test_after_fit=false", "--trainer.max_epochs=1000"]
+    command = module_command("fit", *tiny_args(tiny_mnist))
+    command += ["--data.batch_size=8", NO_TEST, "--trainer.max_epochs=1000"]
     training = subprocess.Popen(
         command,
         cwd=tmp_path,
-        env=env,
+        env=module_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -151,8 +156,8 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path,
     else:  # stopped in an epoch's validation: the epoch before it is kept, to be repeated
         assert "Interrupted during validation" in stdout, stdout[-2000:]
         assert stopped_at % 32 == 0 and stopped_at >= 32
-    resume = [*command[:-1], f"--trainer.max_epochs={stopped_at // 32 + 2}", "--ckpt_path=last"]
-    done = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True)
+    resume = [*command[3:-1], f"--trainer.max_epochs={stopped_at // 32 + 2}", "--ckpt_path=last"]
+    done = run_module(resume, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(last, weights_only=True)["global_step"] > stopped_at  # in its own folder
 
@@ -165,3 +170,86 @@ def test_non_finite_loss_is_read_back_late_but_named_exactly():
             trainer = SimpleNamespace(global_step=step, current_epoch=0)
             guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, step - 1)
     assert step == 10  # read back once per 5 steps, not at every step
+
+
+@SEVERAL_RUNS
+def test_ckpt_path_last_refuses_another_runs_model(tiny_mnist, workdir, capsys):
+    main(
+        [
+            "fit",
+            *tiny_args(tiny_mnist),
+            DETERMINISTIC,
+            NO_TEST,
+            "--trainer.max_epochs=1",
+            "--model.lr=2e-3",
+        ]
+    )
+    resume = [
+        "fit",
+        *tiny_args(tiny_mnist),
+        DETERMINISTIC,
+        NO_TEST,
+        "--trainer.max_epochs=2",
+        "--ckpt_path=last",
+    ]
+    assert exit_status([*resume, "--model.lr=5e-3", "--model.hidden=64"]) == 1
+    err = capsys.readouterr().err
+    assert "was trained with other model settings" in err
+    assert "--model.lr 0.005 (the checkpoint's is 0.002)" in err and "--model.hidden 64" in err
+    main(resume)  # the run's own settings, or none given: it continues
+    last = workdir / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 16
+
+
+@SEVERAL_RUNS
+@pytest.mark.parametrize(
+    ("place", "checkpoints"),
+    [
+        (["--checkpoint.dirpath=mine"], "mine"),
+        (["--trainer.logger=false", "--trainer.default_root_dir=root"], "root/checkpoints"),
+    ],
+    ids=["checkpoint dirpath", "no logger"],
+)
+def test_ckpt_path_last_is_found_where_the_checkpoints_go(tiny_mnist, workdir, place, checkpoints):
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, NO_TEST, *place]
+    main([*run, "--trainer.max_epochs=1"])
+    main([*run, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    last = torch.load(workdir / checkpoints / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 16  # resumed, not started over
+
+
+@SEVERAL_RUNS
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluation_needs_a_checkpoint_unless_asked_for_untrained(
+    tiny_mnist, workdir, subcommand, capsys
+):
+    assert exit_status([subcommand, *tiny_args(tiny_mnist)]) == 2
+    assert "error: no --ckpt_path" in capsys.readouterr().err
+    main([subcommand, *tiny_args(tiny_mnist), "--untrained=true"])
+
+
+@SEVERAL_RUNS
+def test_test_ckpt_path_last_is_the_newest_runs(tiny_mnist, workdir):
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--test_after_fit=false"]
+    main(["fit", *tiny_args(tiny_mnist), *quick])
+    tested = main(["test", *tiny_args(tiny_mnist), "--ckpt_path=last"])
+    last = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert Path(tested.trainer.ckpt_path).resolve() == last.resolve()
+
+
+def test_a_run_of_an_earlier_version_resumes_from_its_config(tiny_mnist, workdir):
+    """config.yaml and checkpoints written before the package had its wings name the logger
+    `mnist_lit.runs.RunLogger` and keep metrics.json's counts under `RunSummary`."""
+    fit(tiny_mnist, "--trainer.max_epochs=1")
+    run = workdir / "lightning_logs" / "version_0"
+    config = run / "config.yaml"
+    text = config.read_text()
+    assert "class_path: mnist_lit.tracking.runs.RunLogger" in text
+    config.write_text(text.replace("mnist_lit.tracking.runs.RunLogger", "mnist_lit.runs.RunLogger"))
+    last = run / "checkpoints" / "last.ckpt"
+    assert "RunSummary" in torch.load(last, weights_only=True)["callbacks"]
+    first = json.loads((run / "metrics.json").read_text())
+    main(["fit", f"--config={config}", "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # on in its folder
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["train_images"] == 2 * first["train_images"]

@@ -2,12 +2,10 @@
 headless Chromium (Debian's `chromium`, through Playwright), digits drawn with pointer strokes.
 Used by tests/test_demo.py and benchmarks/demo_digits.py."""
 
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager, suppress
@@ -18,7 +16,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from mnist_lit.inference.demo import PROMPT
-from tests.helpers import REPO, free_port
+from tests.helpers import free_port, module_command, module_env
 
 
 def arc(cx, cy, rx, ry, start, end, points=16) -> list[tuple[float, float]]:
@@ -56,15 +54,13 @@ def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
     answers. The process takes Ctrl-C (SIGINT) as from a terminal, even where this one ignores
     it (started in the background by a shell)."""
     port = free_port()
-    command = [sys.executable, "-m", "mnist_lit", "demo", f"--ckpt_path={checkpoint}",
-               f"--port={port}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = module_command("demo", f"--ckpt_path={checkpoint}", f"--port={port}")
     log = cwd / f"demo-{port}.log"
     with log.open("w") as output:
         server = subprocess.Popen(
             command,
             cwd=cwd,
-            env=env,
+            env=module_env(),
             stdout=output,
             stderr=output,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

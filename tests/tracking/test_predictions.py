@@ -14,17 +14,12 @@ from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
 from mnist_lit.tracking.predictions import csv_rows, write_atomically
-from tests.helpers import tiny_args
+from tests.helpers import read_csv, tiny_args
 
 
 @pytest.fixture
 def checkpoint_and_data(tiny_run, tiny_run_copy):
     return tiny_run_copy / "checkpoints" / "best.ckpt", tiny_run[0].parents[1] / "data"
-
-
-def read_rows(path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def predict(checkpoint, data, *extra: str) -> None:
@@ -44,7 +39,7 @@ def test_folder_of_images_with_bad_files(checkpoint_and_data, tmp_path):
     Image.new("RGB", (40, 40), "white").save(inputs / "blank.jpg")
 
     predict(checkpoint, data, f"--data.predict_path={inputs}", "--predictions_file=out.csv")
-    rows = read_rows(tmp_path / "out.csv")
+    rows = read_csv(tmp_path / "out.csv")
     names = [row["path"].removeprefix(str(inputs) + "/") for row in rows]
     assert names == [
         "blank.jpg", "broken.png", "d0.png", "d1.png", "d2.png", "more/d3.png", "more/d4.png",
@@ -57,7 +52,7 @@ def test_folder_of_images_with_bad_files(checkpoint_and_data, tmp_path):
 
     # the same digits predicted from the test set itself: identical labels and probabilities
     predict(checkpoint, data, "--predictions_file=test_set.csv")
-    reference = read_rows(tmp_path / "test_set.csv")[:5]
+    reference = read_csv(tmp_path / "test_set.csv")[:5]
     ours = [
         row for name, row in zip(names, rows) if name.endswith(tuple(f"d{i}.png" for i in range(5)))
     ]
@@ -82,7 +77,7 @@ def test_odd_inputs_get_their_own_rows_and_names_that_are_not_utf8_are_escaped(
     Image.fromarray(nan).save(inputs / "c.tif")
     os.mkfifo(inputs / "d.png")
     predict(checkpoint, data, f"--data.predict_path={inputs}", "--predictions_file=out.csv")
-    rows = read_rows(tmp_path / "out.csv")
+    rows = read_csv(tmp_path / "out.csv")
     names = [row["path"].removeprefix(f"{inputs}/") for row in rows]
     assert names == ["a.png", "b\\xff.png", "c.tif", "d.png"]
     assert [row["error"] != "" for row in rows] == [False, False, True, True]
@@ -104,7 +99,7 @@ def test_existing_output_is_kept_unless_overwrite(checkpoint_and_data, tmp_path,
 
     predict(checkpoint, data, f"--data.predict_path={image}", "--predictions_file=out.csv",
             "--overwrite=true")  # fmt: skip
-    assert [row["path"] for row in read_rows(tmp_path / "out.csv")] == [str(image)]
+    assert [row["path"] for row in read_csv(tmp_path / "out.csv")] == [str(image)]
     assert not list(tmp_path.glob(".*partial"))
 
 
@@ -127,7 +122,7 @@ def test_no_readable_image_still_reports_every_input(checkpoint_and_data, tmp_pa
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_text("not an image")
     predict(checkpoint, data, f"--data.predict_path={tmp_path / 'in'}", "--predictions_file=o.csv")
-    rows = read_rows(tmp_path / "o.csv")
+    rows = read_csv(tmp_path / "o.csv")
     assert [row["path"] for row in rows] == [str(tmp_path / "in" / "a.png")]
     assert "not a readable image" in rows[0]["error"] and rows[0]["label"] == ""
 

@@ -1,0 +1,117 @@
+"""Checkpoints that keep a run whole: the best over the whole run after a resume, a stop in
+validation or by max_time saved where it can resume, never a checkpoint of broken weights."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lit.__main__ import main
+from mnist_lit.cli import make_cli
+from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
+from tests.helpers import (
+    DETERMINISTIC,
+    NO_TEST,
+    SEVERAL_RUNS,
+    exit_status,
+    scalars,
+    tiny_args,
+)
+
+
+@SEVERAL_RUNS
+def test_resumed_run_keeps_the_best_of_the_epochs_before(tiny_mnist, workdir):
+    # lr 3e-2 with this seed peaks in epoch 0 and gets worse: the best lies before the resume
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, "--model.lr=3e-2", "--seed_everything=2"]
+    main([*run, "--trainer.max_epochs=3"])  # version_0: unbroken
+    main([*run, "--trainer.max_epochs=1", "--test_after_fit=false"])  # version_1: stopped
+    resumed = main([*run, "--trainer.max_epochs=3", "--ckpt_path=last"])  # continues version_1
+    logs = workdir / "lightning_logs"
+    unbroken, continued = logs / "version_0", logs / "version_1"
+    accuracy = scalars(unbroken, "accuracy/val")
+    assert len(accuracy) == 3 and accuracy[0] > max(accuracy[1:])  # the premise
+    assert scalars(continued, "accuracy/val") == accuracy
+    assert scalars(continued, "accuracy/val_best") == scalars(unbroken, "accuracy/val_best")
+    first, second = (
+        json.loads((run / "metrics.json").read_text()) for run in (unbroken, continued)
+    )
+    assert second["val/acc_best"] == first["val/acc_best"] == pytest.approx(accuracy[0])
+    assert second["test/acc"] == first["test/acc"]  # the same, best, epoch was tested
+    assert torch.load(second["best_checkpoint"], weights_only=True)["epoch"] == 0
+    assert resumed.trainer.checkpoint_callback.best_model_score == pytest.approx(accuracy[0])
+
+
+class StopInValidation(L.Callback):
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1 and not trainer.sanity_checking:
+            raise KeyboardInterrupt  # as Ctrl-C would, after epoch 1's training
+
+
+@SEVERAL_RUNS
+def test_stop_in_validation_keeps_the_epoch_before_and_resume_validates(
+    tiny_mnist, workdir, capsys
+):
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, NO_TEST, "--trainer.max_epochs=2"]
+    assert exit_status(run, callbacks=[StopInValidation()]) == 130
+    folder = workdir / "lightning_logs" / "version_0"
+    assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
+    assert "Interrupted during validation" in capsys.readouterr().out
+    main([*run, "--ckpt_path=last"])
+    assert len(scalars(folder, "accuracy/val")) == 2  # epoch 1 was trained again, then validated
+    losses = scalars(folder, "loss/train")
+    assert len(losses) >= 2 and all(loss == loss for loss in losses)  # no NaN
+
+
+@SEVERAL_RUNS
+def test_max_time_stop_is_saved_where_it_stopped_and_said_so(tiny_mnist, workdir):
+    class SlowBatches(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 12:  # 4 steps into epoch 1
+                trainer.should_stop = True  # what --trainer.max_time's timer does
+
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, NO_TEST, "--trainer.max_epochs=3"]
+    make_cli(run, callbacks=[SlowBatches()])
+    folder = workdir / "lightning_logs" / "version_0"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["global_step"], metrics["stopped_mid_epoch"]) == (
+        1,
+        12,
+        True,
+    )
+    assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 12
+    main([*run, "--ckpt_path=last"])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["global_step"], metrics["stopped_mid_epoch"]) == (
+        3,
+        24,
+        False,
+    )
+    assert metrics["train_images"] == 3 * 256  # the rest of epoch 1 was trained, not skipped
+
+
+class SigtermInSanityCheck(L.Callback):
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        raise SIGTERMException  # what Lightning raises when SIGTERM arrives
+
+
+def test_sigterm_before_any_checkpoint_says_there_is_nothing_to_resume(tiny_mnist, workdir, capsys):
+    assert exit_status(["fit", *tiny_args(tiny_mnist)], [SigtermInSanityCheck()]) == 143
+    printed = capsys.readouterr()
+    assert "Interrupted before the first checkpoint: there is nothing to resume" in printed.out
+    assert "--ckpt_path last" not in printed.out + printed.err
+    assert not list(workdir.rglob("*.ckpt"))
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tiny_run, workdir, capsys):
+    checkpoint = torch.load(tiny_run[0] / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["state_dict"]["model.fc2.bias"][3] = float("nan")
+    torch.save(checkpoint, workdir / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(model.fc2.bias"):
+        read_checkpoint(workdir / "nan.ckpt")
+    data = tiny_run[0].parents[1] / "data"
+    assert exit_status(["test", *tiny_args(data), "--ckpt_path=nan.ckpt"]) == 1
+    assert exit_status(["export", "--ckpt_path=nan.ckpt"]) == 1
+    assert capsys.readouterr().err.count("non-finite weights") == 2
+    assert not (workdir / "model.onnx").exists()
