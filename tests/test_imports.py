@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mnist_lit
 from tests.helpers import REPO
 
@@ -101,6 +103,7 @@ def test_the_checks_name_an_upward_import_and_a_circle():
     ]
 
 
+@pytest.mark.slow  # a process of its own: this one has imported everything
 def test_fit_imports_no_tool_library():
     """`fit` loads neither Optuna (sweeps), SQLAlchemy nor Gradio (demo): a new process that
     parses a fit command, as `mnist-lit fit` does, and lists what it imported."""

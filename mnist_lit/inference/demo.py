@@ -55,7 +55,7 @@ def describe(reading: Reading) -> tuple[str, dict[str, float], np.ndarray]:
     return words, probs, shown
 
 
-def nothing(message: str) -> tuple[str, None, None]:
+def message_only(message: str) -> tuple[str, None, None]:
     return message, None, None
 
 
@@ -63,20 +63,20 @@ def read_drawing(reader: DigitReader, drawing: dict | None) -> tuple:
     """The sketchpad's picture (RGBA, the strokes on a transparent or white canvas)."""
     canvas = None if drawing is None else drawing.get("composite")
     if canvas is None:
-        return nothing(PROMPT)
+        return message_only(PROMPT)
     try:
         return describe(reader.read(np.asarray(canvas, dtype=np.uint8)))
     except ImageError:  # an empty canvas, or one just cleared
-        return nothing(PROMPT)
+        return message_only(PROMPT)
 
 
 def read_upload(reader: DigitReader, path: str | None) -> tuple:
     if path is None:
-        return nothing(PROMPT)
+        return message_only(PROMPT)
     try:
         return describe(reader.read(path))
     except ImageError as error:  # blank, huge, not an image, damaged: said on the page
-        return nothing(f"**{Path(path).name}** cannot be read: {error}")
+        return message_only(f"**{Path(path).name}** cannot be read: {error}")
 
 
 def page(reader: DigitReader, title: str):

@@ -21,7 +21,7 @@ from mnist_lit.sweeps.file import (
 )
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
 from mnist_lit.sweeps.hparams import write_experiment
-from mnist_lit.sweeps.trial import fit_command, run_fit, seed_folder
+from mnist_lit.sweeps.trial import fit_command, fit_log, run_fit, seed_folder
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import normalize
 
@@ -143,15 +143,18 @@ class Worker:
         setting = {k: v for k, v in params.items() if k != "seed"}
         label = setting_label(setting, self.sweep.configs)
         config = self.sweep.configs[setting.get("config", next(iter(self.sweep.configs)))]
-        folder = self.folder / (label if not self.sweep.is_search else f"trial_{original(trial)}")
+        folder = self.folder / (
+            label if not self.sweep.is_search else f"trial_{first_attempt(trial)}"
+        )
         seeds = [params["seed"]] if "seed" in params else self.sweep.seeds
         for seed in seeds:
             if f"run/{seed}" in trial.user_attrs:
                 continue  # finished before this trial was handed back
-            runs = seed_folder(folder, seed)
-            command = fit_command(config, setting, seed, self.flags, runs)
-            print(f"[{self.study.study_name}] {label} seed {seed}: fitting (log: {runs}/fit.log)")
-            outcome = run_fit(command, runs, self.storage, trial._trial_id)
+            seed_runs = seed_folder(folder, seed)
+            command = fit_command(config, setting, seed, self.flags, seed_runs)
+            log = fit_log(seed_runs)
+            print(f"[{self.study.study_name}] {label} seed {seed}: fitting (log: {log})")
+            outcome = run_fit(command, seed_runs, self.storage, trial._trial_id)
             if outcome.signal:
                 studies.hand_back(self.study, self.storage, trial._trial_id, "sweep stopped")
                 print(f"[{self.study.study_name}] stopped; the same command carries on")
@@ -163,8 +166,8 @@ class Worker:
                 return None
             trial.set_user_attr(f"run/{seed}", {"seed": seed, **outcome.result})
             self.report(label, seed, outcome.result)
-        runs = [normalize(trial.user_attrs[f"run/{seed}"]) for seed in seeds]
-        self.study.tell(trial, sum(run["val/acc_best"] for run in runs) / len(runs))
+        records = [normalize(trial.user_attrs[f"run/{seed}"]) for seed in seeds]
+        self.study.tell(trial, sum(r["val/acc_best"] for r in records) / len(records))
         return None
 
     def report(self, label: str, seed: int, result: dict) -> None:
@@ -177,7 +180,7 @@ class Worker:
         )
 
 
-def original(trial: optuna.Trial) -> int:
+def first_attempt(trial: optuna.Trial) -> int:
     """The number of the trial this one retries, else its own: a retry reuses the folders."""
     frozen = trial.study.get_trials(deepcopy=False)[trial.number]
     number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)

@@ -179,13 +179,15 @@ def setting_label(setting: dict[str, Any], configs: dict[str, Any]) -> str:
     (the key's last part, e.g. lr=0.003), e.g. `fast,lr=0.003,batch_size=128`."""
     config = setting.get("config", next(iter(configs)))
     parts = [str(config)] + [
-        f"{short(k, setting)}={v:.4g}" if isinstance(v, float) else f"{short(k, setting)}={v}"
+        f"{key_label(k, setting)}={v:.4g}"
+        if isinstance(v, float)
+        else f"{key_label(k, setting)}={v}"
         for k, v in setting.items()
         if k != "config"
     ]
     return ",".join(parts).replace("/", "-").replace(" ", "")
 
 
-def short(key: str, setting: dict[str, Any]) -> str:
+def key_label(key: str, setting: dict[str, Any]) -> str:
     last = key.rsplit(".", 1)[-1]
     return last if sum(k.rsplit(".", 1)[-1] == last for k in setting) == 1 else key

@@ -27,6 +27,11 @@ def seed_folder(setting: Path, seed: int) -> Path:
     return setting / f"{SEED}{seed}"
 
 
+def fit_log(seed_runs: Path) -> Path:
+    """The output of every attempt at one seed's fit, one after the other."""
+    return seed_runs / "fit.log"
+
+
 @dataclass
 class FitOutcome:
     result: dict[str, Any] | None  # the run's figures, when it finished
@@ -58,7 +63,7 @@ def die_with_parent() -> None:
 
 def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcome:
     runs.mkdir(parents=True, exist_ok=True)
-    log_path = runs / "fit.log"
+    log_path = fit_log(runs)
     received: list[int] = []
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(command) + "\n")

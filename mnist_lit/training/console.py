@@ -9,7 +9,7 @@ import lightning as L
 import torchmetrics
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
-from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+from lightning.pytorch.utilities.model_summary import ModelSummary as LayerTable
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch import nn
 
@@ -69,7 +69,7 @@ def quiet_event_writer_thread() -> None:
     threading.excepthook = excepthook
 
 
-class NetworkOnly(Summary):
+class NetworkLayers(LayerTable):
     """Lightning's summary without the torchmetrics objects, which have no parameters and no
     sizes: nine rows of `0 | ? | ?` under the network's one."""
 
@@ -82,12 +82,12 @@ class NetworkOnly(Summary):
         ]
 
 
-class NetworkSummary(ModelSummary):
+class NetworkLayersPrinted(ModelSummary):
     """The model summary printed when fit starts (`--trainer.enable_model_summary false` turns it
     off), listing the network's layers only."""
 
-    def _summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Summary:
-        return NetworkOnly(pl_module, max_depth=self._max_depth)
+    def _summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> LayerTable:
+        return NetworkLayers(pl_module, max_depth=self._max_depth)
 
 
 class WithoutVersion:

@@ -65,7 +65,9 @@ def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) ->
     for key, parameter in signature.items():
         if key not in saved or key not in model:
             continue
-        given, default, trained = (plain(v) for v in (model[key], parameter.default, saved[key]))
+        given, default, trained = (
+            comparable(v) for v in (model[key], parameter.default, saved[key])
+        )
         if given != default and given != trained:
             differences.append(f"--model.{key} {given} (the checkpoint's is {trained})")
     if differences:
@@ -75,5 +77,5 @@ def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) ->
         )
 
 
-def plain(value: Any) -> Any:
+def comparable(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value

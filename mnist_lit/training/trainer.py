@@ -20,7 +20,7 @@ from mnist_lit.tracking.predictions import PredictionWriter
 from mnist_lit.tracking.runs import run_folder
 from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics
 from mnist_lit.training.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
-from mnist_lit.training.console import NetworkSummary, run_progress_bar
+from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
 from mnist_lit.training.interrupts import CtrlCStops
 
 
@@ -53,7 +53,7 @@ def console_and_checkpoints(config: dict, callbacks: list[L.Callback]) -> list[L
     if config.get("enable_checkpointing") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     if config.get("enable_model_summary") is not False:
-        callbacks = [*callbacks, NetworkSummary(max_depth=2)]  # Lightning's lists metrics too
+        callbacks = [*callbacks, NetworkLayersPrinted(max_depth=2)]  # Lightning's lists metrics too
     given = [*(config.get("callbacks") or []), *callbacks]
     chosen = any(isinstance(c, ProgressBar) for c in given)
     if config.get("enable_progress_bar") is not False and not chosen:
