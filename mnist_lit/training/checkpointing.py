@@ -1,14 +1,12 @@
-"""What a run's checkpoints hold and when they are written: best.ckpt by validation accuracy,
-last.ckpt after every epoch and when a stop cuts training short, the random states inside for an
-exact resume, and never non-finite weights. (Reading and writing the files: checkpoints.py;
-which checkpoint a command continues from: resume.py.)"""
+"""When a run's checkpoints are written and what they record: best.ckpt by validation accuracy,
+also after any resume, last.ckpt after every epoch and when a stop cuts training short, and
+never non-finite weights. (The files: checkpoint_io.py; the random states inside:
+random_states.py; which checkpoint a command continues from: resume.py.)"""
 
 import os
-import random
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
@@ -44,6 +42,27 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # checkpoint leaves this callback as it was.
         if self.fitting:
             super().load_state_dict({**state_dict, "dirpath": self.dirpath})
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path and self.dirpath and in_folder(trainer.ckpt_path, self.dirpath):
+            self.name_files_in(self.dirpath)
+
+    def name_files_in(self, folder: str) -> None:
+        """A resumed run's record names its checkpoints as the process that wrote them did:
+        relative to that process's working folder, or in a folder since moved or reached
+        through a link. They are this folder's files: named so, the next best replaces
+        best.ckpt (Lightning would write best-v1.ckpt beside it, and delete what the old name
+        now means), and the test after fit reads this run's best, not a file that the old name
+        finds from the new working folder."""
+
+        def here(path: str) -> str:
+            return os.path.join(folder, os.path.basename(path)) if path else path
+
+        self.best_model_path = here(self.best_model_path)
+        self.kth_best_model_path = here(self.kth_best_model_path)
+        self.last_model_path = here(self.last_model_path)
+        self.best_k_models = {here(path): score for path, score in self.best_k_models.items()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -91,51 +110,6 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         )
         trainer.save_checkpoint(self.last_model_path)
         return True
-
-
-def collect_random_states() -> dict[str, Any]:
-    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_random_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-class RandomStatesInCheckpoint(L.Callback):
-    """Saves this process's random states with each checkpoint and restores them on resume, so an
-    epoch-end checkpoint continues with the same shuffling and dropout as an unbroken run.
-    Under DDP the checkpoint holds rank 0's states; the other ranks resume from their seeds."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, Any] | None = None
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint["random_states"] = collect_random_states()
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        if trainer.world_size == 1:
-            self.pending = checkpoint.get("random_states")
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        # Restored here, not on loading: the sanity check in between draws from the global
-        # generator (every DataLoader iterator takes a seed from it), an unbroken run does not.
-        if self.pending is not None:
-            restore_random_states(self.pending)
-            self.pending = None
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -193,6 +167,12 @@ class FiniteLossGuard(L.Callback):
                 f"weights are not finite at step {trainer.global_step}; checkpoint not written, "
                 "earlier ones are kept. Lower --model.lr or check the data."
             )
+
+
+def in_folder(path: str, folder: str) -> bool:
+    """Whether the file `path` lies directly in `folder`, however either is spelled."""
+    parent = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(folder) and os.path.samefile(parent, folder)
 
 
 def cut_short(trainer: L.Trainer, batch_idx: int) -> bool:

@@ -19,9 +19,10 @@ from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
 from mnist_lit.tracking.runs import run_folder
 from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics
-from mnist_lit.training.checkpointing import FiniteLossGuard, RandomStatesInCheckpoint
+from mnist_lit.training.checkpointing import FiniteLossGuard
 from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
 from mnist_lit.training.interrupts import CtrlCStops
+from mnist_lit.training.random_states import RandomStatesInCheckpoint
 
 
 def trainer_defaults() -> dict:

@@ -115,3 +115,32 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tiny_run, workdir, cap
     assert exit_status(["export", "--ckpt_path=nan.ckpt"]) == 1
     assert capsys.readouterr().err.count("non-finite weights") == 2
     assert not (workdir / "model.onnx").exists()
+
+
+@SEVERAL_RUNS
+@pytest.mark.parametrize("resumed_from", ["its own folder", "another project"])
+def test_best_ckpt_after_a_resume_is_this_runs_best(
+    tiny_mnist, tmp_path, monkeypatch, resumed_from
+):
+    """Resumed with an absolute --ckpt_path, from the folder the run started in or from another
+    project's folder: the next best replaces best.ckpt (no best-v1.ckpt), and the test after fit
+    and metrics.json name this run's best, never the other project's."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, "--seed_everything=3", "--model.lr=2e-5"]
+    monkeypatch.chdir(project)
+    main([*run, "--trainer.max_epochs=1", NO_TEST])
+    folder = project / "lightning_logs" / "version_0"
+    if resumed_from == "another project":
+        monkeypatch.chdir(elsewhere)  # which has a run of its own, of an untrained model
+        main([*run, "--trainer.max_epochs=1", NO_TEST, "--trainer.limit_train_batches=1"])
+    last = folder / "checkpoints" / "last.ckpt"
+    main([*run, "--trainer.max_epochs=3", f"--ckpt_path={last.resolve()}"])
+    accuracy = scalars(folder, "accuracy/val")
+    assert len(accuracy) == 3 and max(accuracy[1:]) > accuracy[0]  # a new best after the resume
+    best = folder / "checkpoints" / "best.ckpt"
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(best, weights_only=True)["epoch"] == accuracy.index(max(accuracy))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == metrics["test_checkpoint"] == str(best.resolve())
+    assert metrics["val/acc_best"] == pytest.approx(max(accuracy))
