@@ -17,7 +17,8 @@ import torch
 from PIL import Image, ImageOps
 
 from mnist_lit.data import normalize
-from mnist_lit.images import ImageError, as_mnist_digit, load_digit, to_gray
+from mnist_lit.images import MAX_PIXELS, ImageError, as_mnist_digit, load_digit, to_gray
+from mnist_lit.mnist import IMAGE_SIDE
 from mnist_lit.tracking.runs import VERSION, checkpoint_path, newest_checkpoint
 from mnist_lit.training.checkpoint_io import CheckpointError, load_classifier
 
@@ -64,11 +65,34 @@ class DigitReader:
         return self.read_digits(as_digit(image)[None])[0]
 
     def read_digits(self, digits: np.ndarray) -> list[Reading]:
-        """uint8 (N, 28, 28) digits in MNIST's layout, read in one batch."""
+        """uint8 (N, 28, 28) digits in MNIST's layout, read in one batch; raises
+        images.ImageError for anything else (other images go through `read`)."""
+        check_digits(digits)
         images = normalize(torch.from_numpy(digits)).to(self.model.device)
         with torch.inference_mode():
             probs = self.model(images).softmax(dim=1).float().cpu().numpy()
         return [Reading(int(p.argmax()), p, d) for p, d in zip(probs, digits, strict=True)]
+
+
+def check_digits(digits: object) -> None:
+    """Only MNIST's own layout: float images in [0, 1] would all read as one digit, and NaN or
+    bool arrays as nonsense, without a word."""
+    shape = getattr(digits, "shape", None)
+    side = (IMAGE_SIDE, IMAGE_SIDE)
+    if (
+        not isinstance(digits, np.ndarray)
+        or digits.dtype != np.uint8
+        or digits.ndim != 3
+        or digits.shape[1:] != side
+        or len(digits) == 0
+    ):
+        what = (
+            f"{digits.dtype} {shape}" if isinstance(digits, np.ndarray) else type(digits).__name__
+        )
+        raise ImageError(
+            f"read_digits takes uint8 (N, {IMAGE_SIDE}, {IMAGE_SIDE}) digits in MNIST's layout, "
+            f"not {what}; read() takes any other image"
+        )
 
 
 def as_digit(image: ImageInput) -> np.ndarray:
@@ -80,10 +104,15 @@ def as_digit(image: ImageInput) -> np.ndarray:
         image = array_image(image)
     if not isinstance(image, Image.Image):
         raise ImageError(f"not an image: a {type(image).__name__}")
+    if image.width * image.height > MAX_PIXELS:
+        raise ImageError(f"{image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit")
     return as_mnist_digit(to_gray(ImageOps.exif_transpose(image)))
 
 
 def array_image(array: np.ndarray) -> Image.Image:
+    if array.ndim >= 2 and array.shape[0] * array.shape[1] > MAX_PIXELS:
+        height, width = array.shape[:2]
+        raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit")
     if array.ndim == 2 and np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise ImageError("a float array must hold values in [0, 1]")

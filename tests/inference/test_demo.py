@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mnist_lit.__main__ import main
-from mnist_lit.images import ImageError
+from mnist_lit.images import MAX_PIXELS, ImageError
 from mnist_lit.inference.reader import DigitReader
 from mnist_lit.training.checkpoint_io import CheckpointError
 from tests.helpers import REAL_DATA, REPO
@@ -65,6 +65,33 @@ def test_files_images_and_arrays_are_read_alike(tiny_checkpoint, tmp_path):
 def test_what_cannot_be_read_is_an_image_error_saying_why(tiny_checkpoint, image, said):
     with pytest.raises(ImageError, match=re.escape(said)):
         DigitReader(tiny_checkpoint).read(image)
+
+
+@pytest.mark.parametrize(
+    "digits",
+    [
+        np.full((2, 28, 28), 0.5, np.float32),  # images in [0, 1]: all read as one digit before
+        np.full((1, 28, 28), np.nan),
+        np.ones((1, 28, 28), bool),
+        np.zeros((28, 28), np.uint8),  # one digit without its batch axis
+        np.zeros((1, 32, 32), np.uint8),
+        np.zeros((0, 28, 28), np.uint8),
+        [[[0] * 28] * 28],
+    ],
+    ids=["float", "nan", "bool", "no batch axis", "32x32", "none", "a list"],
+)
+def test_read_digits_takes_mnists_layout_alone(tiny_checkpoint, digits):
+    with pytest.raises(ImageError, match=re.escape("read_digits takes uint8 (N, 28, 28) digits")):
+        DigitReader(tiny_checkpoint).read_digits(digits)
+
+
+def test_images_over_the_pixel_limit_are_refused_before_reading(tiny_checkpoint):
+    reader = DigitReader(tiny_checkpoint)
+    wide = np.broadcast_to(np.zeros(1, np.uint8), (10, MAX_PIXELS // 10 + 1))  # no memory used
+    with pytest.raises(ImageError, match="over the 50,000,000 limit"):
+        reader.read(wide)
+    with pytest.raises(ImageError, match="over the 50,000,000 limit"):
+        reader.read(Image.new("L", (10_000, 5_001)))
 
 
 def test_checkpoints_by_name_by_run_folder_or_file(tiny_run_copy, tmp_path):
