@@ -3,6 +3,7 @@
 one-line errors are `mnist-lit`'s own (__main__.py)."""
 
 import os
+import sys
 from collections.abc import Callable
 
 import lightning as L
@@ -19,7 +20,7 @@ from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
-from mnist_lit.training.resume import prepare_checkpoint
+from mnist_lit.training.resume import model_keys_given, prepare_checkpoint
 from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
 
 # jsonargparse imports whatever a `class_path` names while parsing, so a shared config.yaml could
@@ -82,7 +83,9 @@ class MNISTCLI(LightningCLI):
         if self.config.get("subcommand"):  # not built with run=False
             config = self.config[self.config.subcommand]
             place_logs(config)  # first: where `--ckpt_path last` looks depends on it
-            prepare_checkpoint(self.config.subcommand, config)
+            argv = [a for a in (args if isinstance(args, list) else sys.argv[1:]) if a]
+            given = model_keys_given([str(a) for a in argv], config)
+            prepare_checkpoint(self.config.subcommand, config, given)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -3,10 +3,14 @@
 Lightning reads it, the model settings kept, and the run continued in its own folder."""
 
 import inspect
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
+from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
@@ -14,10 +18,11 @@ from mnist_lit.tracking.runs import checkpoint_finder, continue_run, place_evalu
 from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
 
 
-def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
+def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = frozenset()) -> None:
     """Resolve and check `config.ckpt_path` in place; point the logger at the run being
     continued (`fit`) or evaluated (the others). Runs before Lightning reads the checkpoint's
-    hyperparameters, so a wrong file is one clear error and never runs code."""
+    hyperparameters, so a wrong file is one clear error and never runs code. `given`: the model
+    settings the command sets by flag or config file (model_keys_given)."""
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
@@ -35,9 +40,22 @@ def prepare_checkpoint(subcommand: str, config: Namespace) -> None:
         return
     checkpoint = read_checkpoint(config.ckpt_path)
     if subcommand != "fit":
+        # LightningCLI builds the model from the checkpoint's settings, whatever is given now
+        differences = model_differences(checkpoint, config.model, given)
+        if differences and rank_zero_only.rank == 0:  # every DDP process parses the command
+            print(
+                f"note: {subcommand} evaluates {config.ckpt_path} with the model settings it was "
+                f"trained with; not used: {', '.join(differences)}",
+                file=sys.stderr,
+            )
         place_evaluation_logs(subcommand, config, run_of(config.ckpt_path))
         return
-    check_same_model(config.ckpt_path, checkpoint, config.model)
+    if differences := model_differences(checkpoint, config.model, given):
+        raise CheckpointError(
+            f"{config.ckpt_path} was trained with other model settings: "
+            f"{', '.join(differences)}. Resume with the run's own config.yaml, or leave "
+            "--ckpt_path out to start a new run"
+        )
     if run := run_of(config.ckpt_path):
         continue_run(config, run)
 
@@ -56,25 +74,35 @@ def find_checkpoint(name: str, config: Namespace) -> Path:
     return found
 
 
-def check_same_model(path: str, checkpoint: dict[str, Any], model: Namespace) -> None:
-    """A resumed run keeps its model: settings given now (those not at their defaults) that
-    differ from the checkpoint's are refused, naming them, rather than silently replaced."""
-    saved = checkpoint.get("hyper_parameters", {})
+def model_differences(checkpoint: dict[str, Any], model: Namespace, given: set[str]) -> list[str]:
+    """Model settings set now (by flag or config file, at their defaults or not, or any not at
+    its default) that differ from the checkpoint's, as `--model.KEY now (the checkpoint's is X)`."""
+    saved = checkpoint.get("hyper_parameters") or {}
     signature = inspect.signature(MNISTClassifier.__init__).parameters
     differences = []
     for key, parameter in signature.items():
         if key not in saved or key not in model:
             continue
-        given, default, trained = (
-            comparable(v) for v in (model[key], parameter.default, saved[key])
-        )
-        if given != default and given != trained:
-            differences.append(f"--model.{key} {given} (the checkpoint's is {trained})")
-    if differences:
-        raise CheckpointError(
-            f"{path} was trained with other model settings: {', '.join(differences)}. Resume "
-            "with the run's own config.yaml, or leave --ckpt_path out to start a new run"
-        )
+        now, default, trained = (comparable(v) for v in (model[key], parameter.default, saved[key]))
+        if (key in given or now != default) and now != trained:
+            differences.append(f"--model.{key} {now} (the checkpoint's is {trained})")
+    return differences
+
+
+def model_keys_given(argv: list[str], config: Namespace) -> set[str]:
+    """The model settings a command sets by `--model.KEY` flags or in its config files."""
+    keys = {
+        token[len("--model.") :].split("=")[0] for token in argv if token.startswith("--model.")
+    }
+    for item in config.get("config") or []:
+        try:
+            content = yaml.safe_load(Path(os.fspath(item)).read_text())
+        except (OSError, TypeError, ValueError, yaml.YAMLError):
+            continue  # not a file (a YAML string given to --config, say)
+        model = content.get("model") if isinstance(content, dict) else None
+        if isinstance(model, dict):
+            keys |= set(model.get("init_args", model))
+    return keys
 
 
 def comparable(value: Any) -> Any:

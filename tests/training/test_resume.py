@@ -18,6 +18,7 @@ from mnist_lit.training.checkpointing import FiniteLossGuard, NonFiniteLossError
 from tests.helpers import (
     DETERMINISTIC,
     NO_TEST,
+    REPO,
     SEVERAL_RUNS,
     exit_status,
     module_command,
@@ -253,3 +254,27 @@ def test_a_run_of_an_earlier_version_resumes_from_its_config(tiny_mnist, workdir
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # on in its folder
     resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["epochs"] == 2 and resumed["train_images"] == 2 * first["train_images"]
+
+
+def test_model_settings_given_at_their_defaults_are_compared_too(tiny_mnist, workdir, capsys):
+    """A flag or config file that sets a model setting to its default value is compared with
+    the checkpoint's: fit refuses to resume with it; evaluations say they do not use it."""
+    fit(tiny_mnist, "--trainer.max_epochs=1", "--model.hidden=64")
+    resume = ["fit", *tiny_args(tiny_mnist), *EXACT, NO_TEST, "--trainer.max_epochs=2"]
+    assert exit_status([*resume, "--model.hidden=625", "--ckpt_path=last"]) == 1  # the default
+    assert "--model.hidden 625 (the checkpoint's is 64)" in capsys.readouterr().err
+    base = str(REPO / "configs" / "base.yaml")  # states hidden: 625
+    assert exit_status(["fit", f"--config={base}", *resume[1:], "--ckpt_path=last"]) == 1
+    assert "--model.hidden 625 (the checkpoint's is 64)" in capsys.readouterr().err
+    for subcommand in ("validate", "test", "predict"):  # the checkpoint's model, said so
+        args = [subcommand, *tiny_args(tiny_mnist), "--model.hidden", "625", "--ckpt_path=last"]
+        assert exit_status(args) == 0
+        said = "with the model settings it was trained with; not used: --model.hidden 625"
+        assert said in capsys.readouterr().err
+    assert (
+        exit_status(["test", *tiny_args(tiny_mnist), "--model.hidden=64", "--ckpt_path=last"]) == 0
+    )
+    assert "not used" not in capsys.readouterr().err
+    assert exit_status([*resume, "--ckpt_path=last"]) == 0  # no flag: the checkpoint's model
+    last = torch.load(workdir / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert last["hyper_parameters"]["hidden"] == 64 and last["epoch"] == 1
