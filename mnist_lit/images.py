@@ -28,6 +28,8 @@ class ImageError(ValueError):
 def read_gray(path: str | Path) -> np.ndarray:
     """Any PIL-readable file -> float32 grayscale in [0, 1], upright (EXIF orientation applied),
     transparency composited on white."""
+    if not Path(path).exists():
+        raise ImageError("no such file")
     if not Path(path).is_file():  # opening a FIFO would wait forever
         raise ImageError("not a regular file (a FIFO, device or folder)")
     try:

@@ -112,6 +112,8 @@ def test_nan_pixels_and_files_that_are_not_regular_are_one_image_error(tmp_path)
     assert tmp_path / "pipe.png" in find_images([tmp_path])
     with pytest.raises(ImageError, match="not a regular file"):
         load_digit(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="^no such file$"):
+        load_digit(tmp_path / "missing.png")
 
 
 def png_with_size(width: int, height: int) -> bytes:

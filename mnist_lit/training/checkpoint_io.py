@@ -147,7 +147,8 @@ def check_is_ours(path: Path, checkpoint: Any) -> None:
 def load_classifier(path: str | Path) -> MNISTClassifier:
     """The MNISTClassifier a checkpoint holds, in eval mode."""
     checkpoint = read_checkpoint(path)
-    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k[0] != "_"}
+    saved = checkpoint.get("hyper_parameters") or {}  # none saved: the defaults
+    hparams = {k: v for k, v in saved.items() if k[0] != "_"}
     model = MNISTClassifier(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

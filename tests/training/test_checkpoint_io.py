@@ -84,6 +84,7 @@ def test_checkpoints_whose_weights_do_not_fit_or_that_are_not_files(tmp_path, ch
     state["hyper_parameters"] = None  # no settings: the defaults, which these weights fit
     torch.save(state, tmp_path / "no_settings.ckpt")
     read_checkpoint(tmp_path / "no_settings.ckpt")
+    assert load_classifier(tmp_path / "no_settings.ckpt").hparams.hidden == 625  # the default
     os.mkfifo(tmp_path / "pipe.ckpt")
     with pytest.raises(CheckpointError, match="is a folder"):
         read_checkpoint(tmp_path)
