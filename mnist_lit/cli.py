@@ -83,7 +83,7 @@ class MNISTCLI(LightningCLI):
         if self.config.get("subcommand"):  # not built with run=False
             config = self.config[self.config.subcommand]
             place_logs(config)  # first: where `--ckpt_path last` looks depends on it
-            argv = [a for a in (args if isinstance(args, list) else sys.argv[1:]) if a]
+            argv = args if isinstance(args, list) else sys.argv[1:]
             given = model_keys_given([str(a) for a in argv], config)
             prepare_checkpoint(self.config.subcommand, config, given)
 

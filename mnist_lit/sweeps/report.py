@@ -13,7 +13,7 @@ from mnist_lit.tracking.report import Run, check_output, parser, save
 from mnist_lit.tracking.report import run as report_runs
 from mnist_lit.tracking.runs import has_events, runs_below
 
-__all__ = ["parser", "run"]
+__all__ = ["parser", "run"]  # the subcommand takes the runs' report's arguments
 
 
 def run(options: Namespace) -> Path:
