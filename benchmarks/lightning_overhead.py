@@ -89,7 +89,7 @@ def lightning_run(settings, steps: int, parts: list[str], root: str) -> float:
     timer = StepTimer(WARMUP + steps)
     callbacks: list[L.Callback] = [timer]
     if "checkpoint" in parts:
-        callbacks.append(BestAndLastCheckpoint(monitor="val/acc", mode="max", save_last=True))
+        callbacks.append(BestAndLastCheckpoint())
     if "progress bar" in parts:
         callbacks.append(RichProgressBar())
     if "run callbacks" in parts:

@@ -25,7 +25,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     (preemption) or Ctrl-C stops training.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        monitor: str | None = "val/acc",
+        mode: str = "max",
+        filename: str | None = "best",
+        save_last: bool | None = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.update(monitor=monitor, mode=mode, filename=filename, save_last=save_last)
         super().__init__(**kwargs)
         # Written here, at every epoch's end; Lightning's own writes would only repeat some.
         self.save_last_every_epoch, self.save_last = bool(self.save_last), None

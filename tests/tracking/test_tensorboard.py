@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.__main__ import main
 from mnist_lit.tracking.pictures import PredictionPictures
-from tests.helpers import free_port, tiny_args
+from tests.helpers import SEVERAL_RUNS, free_port, tiny_args
 
 SCALARS = [
     "loss/train_step", "accuracy/train_step", "loss/train", "accuracy/train", "lr",
@@ -100,6 +100,7 @@ def test_hparams_carry_the_run_settings_and_real_metrics(tiny_run):
     assert values["seed"].number_value == 3
 
 
+@SEVERAL_RUNS
 def test_evaluations_write_into_their_run_not_as_runs_of_their_own(
     tiny_run, tiny_run_copy, workdir
 ):

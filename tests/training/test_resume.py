@@ -68,6 +68,7 @@ def test_resume_in_a_new_process_continues_exactly(tiny_mnist, workdir):
     assert len(straight) == 16 and resumed == straight  # both epochs, one record
 
 
+@SEVERAL_RUNS
 def test_same_seed_same_run(tiny_mnist, workdir):
     fit(tiny_mnist, "--trainer.max_epochs=1")
     fit(tiny_mnist, "--trainer.max_epochs=1")
@@ -100,6 +101,7 @@ def test_broken_weights_are_never_saved(tmp_path):
         guard.on_save_checkpoint(SimpleNamespace(global_step=3), model, {})
 
 
+@SEVERAL_RUNS
 def test_ckpt_path_last_resumes_the_newest_run_in_its_own_folder(tiny_mnist, workdir):
     fit(tiny_mnist, "--trainer.max_epochs=1")
     fit(tiny_mnist, "--trainer.max_epochs=2", "--ckpt_path=last")
@@ -238,6 +240,7 @@ def test_test_ckpt_path_last_is_the_newest_runs(tiny_mnist, workdir):
     assert Path(tested.trainer.ckpt_path).resolve() == last.resolve()
 
 
+@SEVERAL_RUNS
 def test_a_run_of_an_earlier_version_resumes_from_its_config(tiny_mnist, workdir):
     """config.yaml and checkpoints written before the package had its wings name the logger
     `mnist_lit.runs.RunLogger` and keep metrics.json's counts under `RunSummary`."""
@@ -256,6 +259,7 @@ def test_a_run_of_an_earlier_version_resumes_from_its_config(tiny_mnist, workdir
     assert resumed["epochs"] == 2 and resumed["train_images"] == 2 * first["train_images"]
 
 
+@SEVERAL_RUNS
 def test_model_settings_given_at_their_defaults_are_compared_too(tiny_mnist, workdir, capsys):
     """A flag or config file that sets a model setting to its default value is compared with
     the checkpoint's: fit refuses to resume with it; evaluations say they do not use it."""
