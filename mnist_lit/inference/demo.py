@@ -15,7 +15,7 @@ from jsonargparse import ArgumentParser, Namespace
 from mnist_lit.errors import ConfigError, UserError
 from mnist_lit.images import ImageError
 from mnist_lit.inference.export import test_accuracy
-from mnist_lit.inference.reader import DigitReader, Reading
+from mnist_lit.inference.reader import CHECKPOINT_HELP, DigitReader, Reading
 from mnist_lit.mnist import IMAGE_SIDE
 
 PROMPT = "Draw a digit in the box, or upload a picture of one."
@@ -151,8 +151,7 @@ def parser() -> ArgumentParser:
         "--ckpt_path",
         type=str,
         required=True,
-        help="a checkpoint of `fit`, a run folder (its best.ckpt), or `best`/`last` (the newest "
-        "run's under lightning_logs)",
+        help=CHECKPOINT_HELP,
     )
     parser.add_argument("--host", type=str, default="127.0.0.1", help="0.0.0.0 serves others")
     parser.add_argument("--port", type=int, default=7860)

@@ -1,6 +1,7 @@
-"""`mnist-lit export --ckpt_path CKPT --format onnx|torch --output FILE`: the trained network for
-other programs, taking preprocessed (N, 1, 28, 28) float images with any batch size, plus a JSON
-beside it with the preprocessing constants and the checkpoint's test accuracy."""
+"""`mnist-lit export --ckpt_path CKPT|RUN|best|last --format onnx|torch --output FILE`: the
+trained network for other programs, taking preprocessed (N, 1, 28, 28) float images with any
+batch size, plus a JSON beside it with the preprocessing constants and the checkpoint's test
+accuracy."""
 
 import json
 from pathlib import Path
@@ -9,10 +10,11 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from mnist_lit.errors import UserError
+from mnist_lit.inference.reader import CHECKPOINT_HELP, checkpoint_file
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import read_metrics
-from mnist_lit.tracking.runs import run_of
+from mnist_lit.tracking.runs import RUNS, run_of
 from mnist_lit.training.checkpoint_io import load_classifier
 
 # What `predict` does to an image before the network sees it (mnist_lit/images.py), for programs
@@ -84,7 +86,12 @@ def export(ckpt_path: Path, format: str, output: Path) -> Path:
 
 def parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mnist-lit export", description=__doc__)
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint of `fit`")
+    parser.add_argument(
+        "--ckpt_path",
+        type=str,
+        required=True,
+        help=CHECKPOINT_HELP,
+    )
     parser.add_argument("--format", choices=["onnx", "torch"], default="onnx")
     parser.add_argument("--output", type=Path | None, help="default: model.onnx or model.pt2")
     # a value, as every flag of the CLI takes one (`predict --overwrite true`)
@@ -105,6 +112,6 @@ def run(options: Namespace) -> Path:
             raise ExportOutputError(f"{path} exists; pass --overwrite true or another --output")
     check_writable(output.parent, "--output")  # before the work, not after it
     output.parent.mkdir(parents=True, exist_ok=True)
-    export(options.ckpt_path, options.format, output)
+    export(checkpoint_file(options.ckpt_path, Path(RUNS)), options.format, output)
     print(f"Wrote {output} and {output.with_suffix('.json')}")
     return output

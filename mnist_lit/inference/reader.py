@@ -1,6 +1,6 @@
 """Reading digits with a trained model, from Python: no CLI, no Trainer.
 
-    reader = DigitReader("lightning_logs/version_0/checkpoints/best.ckpt")
+    reader = DigitReader("best")  # the newest run's best.ckpt; or a run folder, a checkpoint
     reading = reader.read("my_digit.png")  # or a PIL image, or a numpy array
     print(reading.label, reading.probs)
 
@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from mnist_lit.data import normalize
 from mnist_lit.images import MAX_PIXELS, ImageError, as_mnist_digit, load_digit, to_gray
 from mnist_lit.mnist import IMAGE_SIDE
-from mnist_lit.tracking.runs import VERSION, checkpoint_path, newest_checkpoint
+from mnist_lit.tracking.runs import RUNS, VERSION, checkpoint_path, newest_checkpoint
 from mnist_lit.training.checkpoint_io import CheckpointError, load_classifier
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -55,7 +55,7 @@ class DigitReader:
     """
 
     def __init__(
-        self, checkpoint: str | Path, device: str = "cpu", runs: str | Path = "lightning_logs"
+        self, checkpoint: str | Path, device: str = "cpu", runs: str | Path = RUNS
     ) -> None:
         self.checkpoint = checkpoint_file(checkpoint, Path(runs))
         self.model = load_classifier(self.checkpoint).to(device)
@@ -124,6 +124,13 @@ def array_image(array: np.ndarray) -> Image.Image:
             "or (H, W, 3 or 4) uint8"
         )
     return Image.fromarray(array)
+
+
+# what --ckpt_path takes wherever a trained model is used (demo, export)
+CHECKPOINT_HELP = (
+    f"a checkpoint of `fit`, a run folder (its best.ckpt), or `best`/`last` (the newest run's "
+    f"under {RUNS})"
+)
 
 
 def checkpoint_file(checkpoint: str | Path, runs: Path) -> Path:

@@ -99,3 +99,17 @@ def test_a_damaged_metrics_file_beside_the_checkpoint_leaves_the_accuracy_unknow
     output = tmp_path / "out" / "model.onnx"
     main(["export", f"--ckpt_path={checkpoint}", f"--output={output}"])
     assert json.loads(output.with_suffix(".json").read_text())["test_acc"] is None
+
+
+def test_best_last_and_a_run_folder_name_a_checkpoint_as_elsewhere(tiny_run_copy, workdir, capsys):
+    checkpoints = tiny_run_copy.resolve() / "checkpoints"
+    for given, used in (("best", "best"), ("last", "last"), (str(tiny_run_copy), "best")):
+        output = workdir / "models" / f"{used}-{len(given)}.onnx"
+        main(["export", f"--ckpt_path={given}", f"--output={output}"])
+        sidecar = json.loads(output.with_suffix(".json").read_text())
+        assert sidecar["checkpoint"] == str(checkpoints / f"{used}.ckpt")
+    shutil.rmtree(workdir / "lightning_logs")  # no runs: `best` names what it looked for
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--ckpt_path=best"])
+    assert exit_.value.code == 1
+    assert "no lightning_logs/version_*/checkpoints/best.ckpt was found" in capsys.readouterr().err
