@@ -25,9 +25,10 @@ class PredictionWriter(BasePredictionWriter):
     the data module's `predict_inputs` (images.PredictInputs).
 
     Args:
-        output: The CSV to write; by default predictions.csv in the log folder: `predict/` in the
-            run folder of the checkpoint that predicts.
-        overwrite: Replace an existing `output`; otherwise it is refused before any work.
+        output: The CSV to write; by default predictions.csv in the log folder (`predict/` in the
+            run folder of the checkpoint that predicts), or predictions_2.csv, _3... when taken.
+        overwrite: Replace an existing `output` (or the default predictions.csv); otherwise an
+            existing `output` is refused before any work.
     """
 
     def __init__(self, output: Path | None = None, overwrite: bool = False) -> None:
@@ -77,7 +78,8 @@ class PredictionWriter(BasePredictionWriter):
         """Rows for every input: predicted ones from `probs`, unreadable ones with their error
         (all of them when nothing was predicted)."""
         inputs: PredictInputs = trainer.datamodule.predict_inputs
-        path = self.output or run_folder(trainer) / "predictions.csv"  # collective: every rank
+        # run_folder is collective: every rank
+        path = self.output or free_name(run_folder(trainer) / "predictions.csv", self.overwrite)
         self.written = True
         if trainer.is_global_zero:
             self.check_output()
@@ -85,6 +87,16 @@ class PredictionWriter(BasePredictionWriter):
             write_atomically(path, csv_rows(inputs.names, rows, inputs.errors))
             failed = len(inputs.errors)
             print(f"Predicted {len(rows)} images ({failed} could not be read); wrote {path}")
+
+
+def free_name(path: Path, overwrite: bool) -> Path:
+    """`path`, or the first of path_2, path_3... not taken: an earlier predict's file is kept."""
+    if overwrite or not path.exists():
+        return path
+    number = 2
+    while path.with_stem(f"{path.stem}_{number}").exists():
+        number += 1
+    return path.with_stem(f"{path.stem}_{number}")
 
 
 def csv_rows(inputs: list[str], probs: dict[int, list[float]], errors: dict[int, str]):
