@@ -37,7 +37,7 @@ def parser() -> ArgumentParser:
     )
     parser.add_argument("sweep_file", type=Path | None, nargs="?", help="configs/sweeps/*.yaml")
     parser.add_argument("--name", type=str | None, help="the sweep's name (default: file stem)")
-    parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"),
+    parser.add_argument("--root", type=Path, default=Path("sweeps"),
                         help="the sweep's folder is ROOT/NAME")  # fmt: skip
     parser.add_argument(
         "--storage", type=str | None,

@@ -53,9 +53,10 @@ def fits_started(log: Path) -> list[str]:
 def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tiny_mnist):
     grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-5, 3e-5])  # low: accuracies differ
     output = finish(sweep(str(grid), "--data.batch_size=16", *quick_flags(tiny_mnist), cwd=workdir))
-    folder = workdir / "lightning_logs" / "sweeps" / "grid"
+    folder = workdir / "sweeps" / "grid"
     rows = {row["setting"]: row for row in read_csv(folder / "summary.csv")}
     assert set(rows) == {"fast,lr=1e-05", "fast,lr=3e-05"} and "← chosen" in output
+    assert not (workdir / "lightning_logs").exists()  # the user's own runs stay apart
     for setting, row in rows.items():
         runs = sorted(folder.glob(f"{setting}/seed_*/version_0"))
         assert len(runs) == 2  # one run folder per seed, as a hand-started fit leaves
@@ -112,7 +113,7 @@ def test_a_stopped_sweep_carries_on_without_running_a_finished_trial_twice(
 ):
     grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-3])
     flags = [str(grid), *quick_flags(tiny_mnist, epochs=6), "--data.batch_size=32"]
-    folder = workdir / "lightning_logs" / "sweeps" / "grid" / "fast,lr=0.001"
+    folder = workdir / "sweeps" / "grid" / "fast,lr=0.001"
     first = sweep(*flags, cwd=workdir)
     second_run = folder / "seed_2" / "version_0"
     # stop it inside the second trial, once that trial has a checkpoint to resume from
@@ -146,7 +147,7 @@ def check_two_workers(workdir: Path, data: Path, storage: list[str]) -> None:
     workers = [sweep(str(grid), *storage, *quick_flags(data), cwd=workdir) for _ in range(2)]
     for worker in workers:
         finish(worker)
-    folder = workdir / "lightning_logs" / "sweeps" / "grid"
+    folder = workdir / "sweeps" / "grid"
     logs = sorted(folder.glob("*/seed_*/fit.log"))
     assert len(logs) == 4 and all(len(fits_started(log)) == 1 for log in logs)
     url = storage[1] if storage else f"sqlite:///{folder / 'optuna.db'}"
@@ -164,7 +165,7 @@ def test_search_records_its_trials_and_picks_by_validation(workdir, tiny_mnist):
         yaml.safe_dump({"configs": [FAST], "seeds": [1], "search": {"trials": 3, "space": space}})
     )
     output = finish(sweep(str(path), *quick_flags(tiny_mnist), cwd=workdir))
-    folder = workdir / "lightning_logs" / "sweeps" / "search"
+    folder = workdir / "sweeps" / "search"
     trials = optuna.load_study(
         study_name="search", storage=f"sqlite:///{folder / 'optuna.db'}"
     ).get_trials()
