@@ -141,6 +141,14 @@ def test_fast_dev_run_writes_nothing(tiny_mnist, workdir):
     assert sorted(p.name for p in workdir.iterdir()) == ["data"]  # no checkpoint, no metrics
 
 
+def test_the_debug_overlay_runs_one_batch_of_each_and_writes_nothing(tiny_mnist, workdir):
+    configs = [f"--config={REPO / 'configs' / name}" for name in ("base.yaml", "debug.yaml")]
+    cli = main(["fit", *configs, *tiny_args(tiny_mnist)])
+    assert cli.trainer.fast_dev_run == 1 and cli.trainer._detect_anomaly
+    assert cli.trainer.global_step == 1
+    assert sorted(p.name for p in workdir.iterdir()) == ["data"]
+
+
 def test_missing_data_is_one_clear_error(workdir, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--data.data_dir=absent", "--data.download=false"])

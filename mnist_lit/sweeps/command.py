@@ -32,8 +32,8 @@ def parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="mnist-lit sweep",
         description=__doc__,
-        epilog="Every other flag (e.g. --data.data_dir ../shared/data, or --trainer.max_epochs 1 "
-        "--trainer.limit_train_batches 20 for a dry run) is passed to every trial's `fit`.",
+        epilog="Every other flag (e.g. --data.data_dir ../shared/data, or --config "
+        "configs/dry_run.yaml for a dry run) is passed to every trial's `fit`, after its config.",
     )
     parser.add_argument("sweep_file", type=Path | None, nargs="?", help="configs/sweeps/*.yaml")
     parser.add_argument("--name", type=str | None, help="the sweep's name (default: file stem)")

@@ -29,6 +29,8 @@ def flag_pairs(flags: list[str]) -> list[tuple[str, str | None]]:
 def check_flags(sweep: SweepFile, flags: list[str]) -> None:
     swept = set(sweep.grid) | set(sweep.space)
     for key, _ in flag_pairs(flags):
+        if key == "config":
+            continue  # a config applied after each trial's own, e.g. configs/dry_run.yaml
         if key.startswith(RESERVED):
             raise SweepFileError(
                 f"--{key}: a sweep sets it for each trial (configs and seeds in the sweep file, "

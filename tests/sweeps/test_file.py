@@ -8,7 +8,7 @@ import yaml
 
 from mnist_lit.__main__ import main
 from mnist_lit.sweeps.file import read_sweep_file, setting_label
-from mnist_lit.sweeps.flags import check_trial_flags
+from mnist_lit.sweeps.flags import check_flags, check_trial_flags
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -125,7 +125,19 @@ def test_values_and_flags_are_checked_as_fit_would_before_any_training(
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
-    assert not (workdir / "lightning_logs").exists()
+    assert not (workdir / "sweeps").exists() and not (workdir / "lightning_logs").exists()
+
+
+def test_a_config_after_the_sweep_file_applies_over_each_trials_own():
+    sweep = read_sweep_file(REPO / "configs" / "sweeps" / "seeds.yaml")
+    flags = ["--config", str(REPO / "configs" / "dry_run.yaml")]
+    check_flags(sweep, flags)  # allowed: it does not replace the trial's config
+    resolved = check_trial_flags(sweep, flags)
+    assert set(resolved) == {"base", "fast", "best"}
+    for config in resolved.values():
+        trainer = config["trainer"]
+        assert trainer["max_epochs"] == 1
+        assert trainer["limit_val_batches"] == trainer["limit_test_batches"] == 5
 
 
 def test_unwritable_root_and_unreachable_storage_are_one_line(workdir, capsys):
