@@ -20,14 +20,18 @@ from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
-from mnist_lit.training.resume import model_keys_given, prepare_checkpoint
+from mnist_lit.training.resume import keys_given, prepare_checkpoint
 from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
 
 # jsonargparse imports whatever a `class_path` names while parsing, so a shared config.yaml could
 # otherwise run any code: every package but these is refused before anything is imported
 ALLOWED_IMPORTS = ["torch", "lightning", "torchmetrics", "mnist_lit"]
 ALLOW_MORE = "MNIST_LIT_ALLOW_IMPORTS"  # comma-separated: users' own callbacks, loggers, ...
+# a user's own defaults for every command (e.g. `data: {data_dir: /data}`), below any --config
+DEFAULTS = "MNIST_LIT_DEFAULTS"
+DEFAULTS_FILE = "~/.config/mnist-lit/defaults.yaml"
 
+COMMANDS = ("fit", "validate", "test", "predict")  # LightningCLI's
 # Subcommands beside Lightning's, listed in --help: name -> (help, a function making its parser)
 Tools = dict[str, tuple[str, Callable[[], ArgumentParser]]]
 
@@ -76,7 +80,7 @@ class MNISTCLI(LightningCLI):
             config = self.config[self.config.subcommand]
             place_logs(config)  # first: where `--ckpt_path last` looks depends on it
             argv = args if isinstance(args, list) else sys.argv[1:]
-            given = model_keys_given([str(a) for a in argv], config)
+            given = keys_given([str(a) for a in argv], config)
             prepare_checkpoint(self.config.subcommand, config, given)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
@@ -106,8 +110,9 @@ def make_cli(
     """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""
     quiet_lightning()
     allow_imports()
-    defaults = trainer_defaults()
-    defaults["callbacks"] += callbacks or []
+    trainer = trainer_defaults()
+    trainer["callbacks"] += callbacks or []
+    defaults = os.environ.get(DEFAULTS) or DEFAULTS_FILE
     return MNISTCLI(
         MNISTClassifier,
         MNISTDataModule,
@@ -116,12 +121,13 @@ def make_cli(
         # Lightning's --optimizer would silently replace them
         auto_configure_optimizers=False,
         seed_everything_default=0,  # Lightning's too, but with a warning on every run
-        trainer_defaults=defaults,
+        trainer_defaults=trainer,
         save_config_callback=SaveConfigToTensorBoard,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             "prog": "mnist-lit",
             "description": "Train, evaluate and use the MNIST CNN.",
+            **{command: {"default_config_files": [defaults]} for command in COMMANDS},
         },
         parser_class=MNISTArgumentParser,
         args=args,

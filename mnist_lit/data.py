@@ -88,7 +88,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     Args:
         data_dir: Folder holding MNIST/raw/*-ubyte (torchvision's layout); only read unless
-            files are missing and `download` is on.
+            files are missing and `download` is on. Commands on a run's checkpoint read the
+            run's own data_dir, val_size and split_seed unless given.
         batch_size: Images per batch (per process under DDP).
         val_size: Training images held out for validation and model selection.
         num_workers: DataLoader worker processes; the data is in memory, so 0 is usually fastest.

@@ -17,10 +17,12 @@ from tests.helpers import free_port, tiny_args, write_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
-def plain_argv():
-    """The CLI is driven through main(args=...): pytest's own arguments must not reach it."""
+def plain_argv(tmp_path_factory):
+    """The CLI is driven through main(args=...): pytest's own arguments must not reach it, nor
+    the defaults file of whoever runs the tests (~/.config/mnist-lit/defaults.yaml)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["mnist-lit"])
+        patch.setenv("MNIST_LIT_DEFAULTS", str(tmp_path_factory.getbasetemp() / "no-defaults"))
         yield
 
 

@@ -126,6 +126,31 @@ def test_the_optimizer_is_the_models_alone(workdir, capsys):
     assert "--lr_scheduler" not in capsys.readouterr().out
 
 
+def test_commands_on_a_runs_checkpoint_read_the_data_the_run_recorded(
+    tiny_run, tiny_run_copy, workdir, capsys
+):
+    quiet = ["--trainer.enable_progress_bar=false", "--data.verify_checksums=false"]
+    best = f"--ckpt_path={tiny_run_copy / 'checkpoints' / 'best.ckpt'}"
+    tested = main(["test", *quiet, best])  # no --data.data_dir: there is no ./data here
+    assert tested.datamodule.hparams.data_dir == str(tiny_run[0].parents[1] / "data")
+    assert tested.datamodule.hparams.val_size == 64  # the run's split: the same validation images
+    assert tested.trainer.callback_metrics["test/images"] == 100  # every test image of the run's
+    with pytest.raises(SystemExit):  # given now: the flag wins
+        main(["test", *quiet, best, "--data.data_dir=elsewhere", "--data.download=false"])
+    assert "elsewhere" in capsys.readouterr().err
+
+
+def test_a_users_defaults_file_sits_below_every_config_and_flag(tmp_path, monkeypatch, capsys):
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("data:\n  data_dir: /my/mnist\n  batch_size: 256\n")
+    monkeypatch.setenv("MNIST_LIT_DEFAULTS", str(defaults))
+    for command in ("fit", "validate", "test", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, f"--config={REPO / 'configs' / 'fast.yaml'}", "--print_config"])
+        data = yaml.safe_load(capsys.readouterr().out)["data"]
+        assert data["data_dir"] == "/my/mnist" and data["batch_size"] == 64  # fast.yaml's
+
+
 def test_checkpointing_off_trains_and_tests_without_checkpoints(tiny_mnist, workdir):
     quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
     main(["fit", *tiny_args(tiny_mnist), *quick, "--trainer.enable_checkpointing=false"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -60,6 +61,15 @@ def run_of(ckpt_path: str | Path) -> Path | None:
     folder = Path(ckpt_path).resolve().parent
     run = folder.parent
     return run if folder.name == CHECKPOINTS and (run / CONFIG).is_file() else None
+
+
+def recorded_config(run: Path) -> dict:
+    """The run's config.yaml as YAML, or {} where it cannot be read."""
+    try:
+        content = yaml.safe_load((Path(run) / CONFIG).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def folders_with_events(root: Path) -> set[Path]:

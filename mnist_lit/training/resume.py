@@ -14,15 +14,24 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.tracking.runs import checkpoint_finder, continue_run, place_evaluation_logs, run_of
+from mnist_lit.tracking.runs import (
+    checkpoint_finder,
+    continue_run,
+    place_evaluation_logs,
+    recorded_config,
+    run_of,
+)
 from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
+
+GROUPS = ("--model.", "--data.")  # the settings whose flags keys_given reads
+RUNS_DATA = ("data_dir", "val_size", "split_seed")  # where the images are, which validate
 
 
 def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = frozenset()) -> None:
     """Resolve and check `config.ckpt_path` in place; point the logger at the run being
     continued (`fit`) or evaluated (the others). Runs before Lightning reads the checkpoint's
     hyperparameters, so a wrong file is one clear error and never runs code. `given`: the model
-    settings the command sets by flag or config file (model_keys_given)."""
+    and data settings the command sets by flag or config file (keys_given)."""
     named = config.get("ckpt_path") in ("last", "best") and subcommand != "fit"
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
@@ -49,6 +58,7 @@ def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = fro
                 file=sys.stderr,
             )
         place_evaluation_logs(subcommand, config, run_of(config.ckpt_path))
+        read_the_runs_data(config, run_of(config.ckpt_path), given)
         return
     if differences := model_differences(checkpoint, config.model, given):
         raise CheckpointError(
@@ -58,6 +68,20 @@ def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = fro
         )
     if run := run_of(config.ckpt_path):
         continue_run(config, run)
+        read_the_runs_data(config, run, given)
+
+
+def read_the_runs_data(config: Namespace, run: Path | None, given: set[str]) -> None:
+    """A command on a run's checkpoint reads the data that the run recorded: its folder (said
+    once, at `fit`; unless it is gone) and the split of its validation images, for what is
+    not given now."""
+    data = recorded_config(run).get("data") if run else None
+    for key in RUNS_DATA if isinstance(data, dict) else ():
+        recorded = data.get(key)
+        if f"data.{key}" in given or recorded is None:
+            continue
+        if key != "data_dir" or (isinstance(recorded, str) and Path(recorded).is_dir()):
+            config.data[key] = recorded
 
 
 def find_checkpoint(name: str, config: Namespace) -> Path:
@@ -84,24 +108,24 @@ def model_differences(checkpoint: dict[str, Any], model: Namespace, given: set[s
         if key not in saved or key not in model:
             continue
         now, default, trained = (comparable(v) for v in (model[key], parameter.default, saved[key]))
-        if (key in given or now != default) and now != trained:
+        if (f"model.{key}" in given or now != default) and now != trained:
             differences.append(f"--model.{key} {now} (the checkpoint's is {trained})")
     return differences
 
 
-def model_keys_given(argv: list[str], config: Namespace) -> set[str]:
-    """The model settings a command sets by `--model.KEY` flags or in its config files."""
-    keys = {
-        token[len("--model.") :].split("=")[0] for token in argv if token.startswith("--model.")
-    }
+def keys_given(argv: list[str], config: Namespace) -> set[str]:
+    """The model and data settings (`model.KEY`, `data.KEY`) that a command sets by flags or
+    in its config files."""
+    keys = {token[2:].split("=")[0] for token in argv if token.startswith(GROUPS)}
     for item in config.get("config") or []:
         try:
             content = yaml.safe_load(Path(os.fspath(item)).read_text())
         except (OSError, TypeError, ValueError, yaml.YAMLError):
             continue  # not a file (a YAML string given to --config, say)
-        model = content.get("model") if isinstance(content, dict) else None
-        if isinstance(model, dict):
-            keys |= set(model.get("init_args", model))
+        for group in ("model", "data"):
+            values = content.get(group) if isinstance(content, dict) else None
+            if isinstance(values, dict):
+                keys |= {f"{group}.{key}" for key in values.get("init_args", values)}
     return keys
 
 
