@@ -1,5 +1,6 @@
 """MNIST's four files on disk: where they go, their published checksums, and fetching them."""
 
+from contextlib import suppress
 from pathlib import Path
 
 from torchvision.datasets import MNIST
@@ -41,12 +42,23 @@ def verify_checksums(data_dir: str | Path) -> None:
 
 def download(data_dir: str | Path) -> None:
     """Fetch MNIST with torchvision, or fail with one message saying what to put where."""
-    missing = missing_files(data_dir)
+    missing, raw = missing_files(data_dir), raw_dir(data_dir)
+    new = [folder for folder in (raw, raw.parent, Path(data_dir)) if not folder.exists()]
     try:
         MNIST(str(data_dir), train=True, download=True)
     except Exception as error:  # torchvision raises bare RuntimeError/URLError/OSError here
+        for folder in new:  # deepest first: a failed download leaves no empty folders behind
+            with suppress(OSError):
+                folder.rmdir()
         raise MNISTDataError(
-            f"MNIST files {', '.join(missing)} are missing from {raw_dir(data_dir)} and could not "
-            f"be downloaded ({type(error).__name__}). Put the extracted files there, or point "
-            "--data.data_dir at a folder that holds MNIST/raw/*-ubyte."
+            f"MNIST files {', '.join(missing)} are missing from {raw} and could not be "
+            f"downloaded (no network? {download_failure(error)}). Put the extracted files there, "
+            "or point --data.data_dir at a folder that holds MNIST/raw/*-ubyte."
         ) from error
+
+
+def download_failure(error: Exception) -> str:
+    """torchvision's reason in one line: it lists each mirror with its `<urlopen error ...>`."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line.strip("<>") for line in lines if line.startswith("<")]
+    return (reasons or lines or [type(error).__name__])[-1]

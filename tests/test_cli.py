@@ -8,10 +8,11 @@ import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
 from mnist_lit.cli import make_cli
-from tests.helpers import REPO, module_env, read_csv, tiny_args
+from tests.helpers import REPO, exit_status, module_env, read_csv, tiny_args, write_mnist
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -172,6 +173,14 @@ def test_the_debug_overlay_runs_one_batch_of_each_and_writes_nothing(tiny_mnist,
     assert cli.trainer.fast_dev_run == 1 and cli.trainer._detect_anomaly
     assert cli.trainer.global_step == 1
     assert sorted(p.name for p in workdir.iterdir()) == ["data"]
+
+
+def test_a_failed_first_fit_leaves_nothing_and_the_next_is_version_0(workdir, monkeypatch):
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # offline, refused at once
+    assert exit_status(["fit", "--data.data_dir=data", "--trainer.max_epochs=1"]) == 1
+    assert list(workdir.iterdir()) == []  # no empty lightning_logs/version_0, no data/MNIST/raw
+    fitted = main(["fit", *tiny_args(write_mnist(workdir / "data")), "--trainer.max_epochs=1"])
+    assert Path(fitted.trainer.log_dir).resolve() == workdir / "lightning_logs" / "version_0"
 
 
 def test_missing_data_is_one_clear_error(workdir, capsys):

@@ -114,8 +114,10 @@ def test_missing_files_without_download_name_files_and_fix(tmp_path):
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     # a closed local port: the real torchvision download path, refused at once and offline
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
-    with pytest.raises(MNISTDataError, match="could not be downloaded.*--data.data_dir"):
+    with pytest.raises(MNISTDataError, match="could not be downloaded.*--data.data_dir") as error:
         tiny_module(tmp_path / "empty", download=True).prepare_data()
+    assert "(no network? urlopen error" in str(error.value) and "\n" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []  # no empty empty/MNIST/raw left for the next try
 
 
 def test_data_dir_that_is_a_file(tmp_path):

@@ -10,7 +10,8 @@ demo, DigitReader, sweeps).
 SAVE_DIR is --trainer.logger.init_args.save_dir, else --trainer.default_root_dir, else `.`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ class RunLogger(TensorBoardLogger):
         """
         super().__init__(save_dir or ".", **kwargs)
         self.claimed: int | str | None = kwargs.get("version")
+        self.made: list[Path] = []  # the folders claiming made, deepest first
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -131,9 +133,32 @@ class RunLogger(TensorBoardLogger):
     def version(self) -> int | str:
         if self.claimed is None:
             # Only rank 0 names the run: the others are told its folder (trainer.log_dir)
-            on_rank_zero = rank_zero_only.rank == 0
-            self.claimed = claim_version(Path(self.root_dir)) if on_rank_zero else super().version
+            if rank_zero_only.rank != 0:
+                return super().version
+            root = Path(self.root_dir)
+            self.made = [folder for folder in (root, *root.parents) if not folder.exists()]
+            self.claimed = claim_version(root)
+            self.made.insert(0, root / f"{VERSION}{self.claimed}")
         return self.claimed
+
+    def discard_if_empty(self) -> None:
+        """Remove the run folder this logger claimed, and the folders made for it, while they
+        are empty: a command that failed before writing anything leaves nothing behind."""
+        for folder in self.made:
+            with suppress(OSError):  # not empty (or gone): kept, and so are those above it
+                folder.rmdir()
+
+
+@contextmanager
+def no_empty_run_left(trainer: L.Trainer) -> Iterator[None]:
+    """A command that fails before its run holds anything (MNIST missing, say) removes the run
+    folder it claimed: the next run is not version_1 beside an empty version_0."""
+    try:
+        yield
+    except BaseException:
+        if isinstance(trainer.logger, RunLogger):
+            trainer.logger.discard_if_empty()
+        raise
 
 
 def place_logs(config: Namespace) -> None:

@@ -17,7 +17,7 @@ from mnist_lit.tracking.folders import reporting_full_disk
 from mnist_lit.tracking.metrics_file import MetricsFile
 from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
-from mnist_lit.tracking.runs import run_folder
+from mnist_lit.tracking.runs import no_empty_run_left, run_folder
 from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics
 from mnist_lit.training.checkpointing import FiniteLossGuard
 from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
@@ -75,7 +75,7 @@ class MNISTTrainer(L.Trainer):
                 "run `test --untrained true`"
             )
         fix = "free some space there or choose another folder with --trainer.default_root_dir"
-        with reporting_full_disk(self, fix):
+        with reporting_full_disk(self, fix), no_empty_run_left(self):
             super().fit(*args, **kwargs)
             if self.fast_dev_run:
                 return
@@ -120,7 +120,7 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        with reporting_full_disk(self):
+        with reporting_full_disk(self), no_empty_run_left(self):
             results = super().validate(*args, **kwargs)
         self.print_evaluation("TensorBoard events, config.yaml")
         return results
@@ -133,7 +133,7 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
-        with reporting_full_disk(self):
+        with reporting_full_disk(self), no_empty_run_left(self):
             results = super().test(*args, **kwargs)
         self.print_evaluation("metrics.json, TensorBoard events, config.yaml")
         return results
@@ -170,7 +170,7 @@ class MNISTTrainer(L.Trainer):
         writer.output = Path(predictions_file).resolve() if predictions_file else None
         writer.overwrite = overwrite
         writer.check_output()  # before any work, not after it
-        with reporting_full_disk(self):
+        with reporting_full_disk(self), no_empty_run_left(self):
             predictions = super().predict(*args, **kwargs)
         if not writer.written:  # no input could be read, so Lightning predicted nothing
             writer.write(self)
