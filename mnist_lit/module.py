@@ -200,6 +200,8 @@ def one_cycle(
 ) -> torch.optim.lr_scheduler.OneCycleLR:
     """Warm up over the first quarter of the steps, then cosine-anneal to peak_lr / 1e4 (Adam's
     beta1 moves opposite to the rate, 0.95 -> 0.85 -> 0.95, as the schedule prescribes)."""
+    # torch divides by (warm-up steps - 1), zero when a quarter of the steps is exactly one
+    pct_start = 0.25 if int(total_steps) != 4 else 0.375
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=peak_lr, total_steps=int(total_steps), pct_start=0.25
+        optimizer, max_lr=peak_lr, total_steps=int(total_steps), pct_start=pct_start
     )

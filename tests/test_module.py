@@ -2,7 +2,7 @@ import lightning as L
 import torch
 
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import CPU_EVAL_CHUNK, MNISTClassifier
+from mnist_lit.module import CPU_EVAL_CHUNK, MNISTClassifier, one_cycle
 
 
 def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -83,3 +83,16 @@ def test_losses_are_means_over_images_not_over_batches():
             model.test_step((images[start : start + 32], labels[start : start + 32]), 0)
         expected = torch.nn.functional.cross_entropy(model(images), labels)
     torch.testing.assert_close(model.test_loss.compute(), expected)
+
+
+def test_one_cycle_runs_for_any_number_of_steps():
+    for total in range(1, 12):  # a quarter of 4 steps is one: torch divided by zero there
+        weights = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.Adam([weights], lr=1e-3)
+        scheduler = one_cycle(optimizer, peak_lr=1e-2, total_steps=total)
+        rates = [optimizer.param_groups[0]["lr"]]
+        for _ in range(total - 1):
+            optimizer.step()
+            scheduler.step()
+            rates.append(optimizer.param_groups[0]["lr"])
+        assert all(0 < rate <= 1e-2 + 1e-12 for rate in rates)

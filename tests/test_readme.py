@@ -4,19 +4,36 @@ import csv
 import re
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from mnist_lit.__main__ import main
 from mnist_lit.images import load_digit
 from mnist_lit.mnist import MEAN, STD
-from tests.helpers import REPO, tiny_args
+from tests.helpers import REPO, tiny_args, write_mnist
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-def python_blocks() -> list[str]:
+def python_blocks(training: bool = False) -> list[str]:
+    """The examples that read digits (each ends with `probs`), or those that train."""
     pages = "".join(page.read_text() for page in PAGES)
-    return re.findall(r"```python\n(.*?)```", pages, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", pages, flags=re.S)
+    return [block for block in blocks if ("probs" not in block) == training]
+
+
+@pytest.mark.slow  # an epoch validating 5,000 images, then the rate finder's 100 steps: 20 s
+def test_the_training_examples_train_test_and_find_a_rate(workdir, monkeypatch):
+    write_mnist(workdir / "data", train_count=5320)  # 5,000 of them validate, as in MNIST
+    monkeypatch.setattr("mnist_lit.data.verify_checksums", lambda data_dir: None)  # not MNIST's
+    blocks = python_blocks(training=True)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    exec(compile(blocks[0], "docs", "exec"), namespace)
+    (results,) = namespace["results"]
+    assert 0.5 < results["test/acc"] <= 1  # fake digits, easy after one epoch
+    exec(compile(blocks[1], "docs", "exec"), namespace)
+    assert 1e-8 < namespace["finder"].suggestion() < 1
 
 
 def scan_like_seven() -> Image.Image:
