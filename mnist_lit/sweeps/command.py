@@ -82,6 +82,7 @@ def run(options: Namespace) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
     storage = studies.open_storage(url)
     study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
+    studies.claim_folder(folder, study)
     write_experiment(folder, sweep, resolved)
     status = Worker(sweep, study, storage, folder, options.trial_flags).work()
     summary = sweep_summary.summarise(study)

@@ -14,7 +14,11 @@ import random
 import socket
 import threading
 import time
+import uuid
 import warnings
+from contextlib import suppress
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,6 +33,7 @@ HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60  # a running trial silent this long has lost its worker
 SETUP_SECONDS = 120  # how long a second worker waits for the first to store the grid
 SETUP_ATTEMPTS = 5  # to open the storage, while other workers create its tables
+STUDY_FILE = "study.txt"  # in a sweep's folder: the study its runs belong to
 
 
 class StorageError(ConfigError):
@@ -121,11 +126,42 @@ def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) ->
         check_same_sweep(study, sweep.path, expected)
         return study
     study.set_user_attr("sweep", expected)
+    now = datetime.now().isoformat(sep=" ", timespec="seconds")
+    # its runs are marked with it (claim_folder): unique, and readable in a message
+    study.set_user_attr("started", f"{now} by {worker_id()} ({uuid.uuid4().hex[:8]})")
     for setting in sweep.grid_settings() if not sweep.is_search else []:
         for seed in sweep.seeds:
             add_waiting(study, {**setting, "seed": seed}, grid_distributions(sweep))
     study.set_user_attr("ready", True)
     return study
+
+
+def claim_folder(folder: Path, study: optuna.Study) -> None:
+    """A sweep folder's runs belong to the study that started them (its STUDY_FILE says which):
+    a new study under an old folder (its optuna.db deleted, another --storage) would otherwise
+    continue the old runs under its own settings and summarise them as fresh."""
+    started = study.user_attrs.get("started") or f"{study.study_name} #{study._study_id}"
+    marker = folder / STUDY_FILE
+    if not marker.exists():
+        created_here = f" by {worker_id()} (" in started
+        if created_here and any(path.is_dir() for path in folder.iterdir()):
+            raise StorageError(
+                f"{folder} holds the runs of an earlier sweep whose study is not in this storage "
+                "(its optuna.db deleted, or another --storage): this sweep would continue them "
+                f"under its own settings. Choose another --name or --root, or move {folder} away"
+            )
+        written = folder / f".{STUDY_FILE}.{os.getpid()}"
+        written.write_text(started + "\n")
+        with suppress(FileExistsError):  # another worker of this sweep was first
+            os.link(written, marker)  # whole or not at all
+        written.unlink()
+    recorded = marker.read_text().strip()
+    if recorded != started:
+        raise StorageError(
+            f"{folder} holds the runs of the sweep study started {recorded}, not of this one "
+            f"(started {started}): this sweep would continue them under its own settings. "
+            f"Choose another --name or --root, or move {folder} away"
+        )
 
 
 def grid_distributions(sweep: SweepFile) -> dict[str, Any]:

@@ -194,3 +194,16 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(workd
         "Failed: fast,dropout=1.5 seed 1: seed 1: exit status 2: error: --model.dropout 1.5"
         in output
     )
+
+
+def test_a_new_study_never_continues_the_runs_of_a_deleted_one(workdir, tiny_mnist):
+    grid = write_grid(workdir, seeds=[1], lrs=[1e-3])
+    finish(sweep(str(grid), *quick_flags(tiny_mnist), cwd=workdir))
+    folder = workdir / "sweeps" / "grid"
+    log = (folder / "fast,lr=0.001" / "seed_1" / "fit.log").read_text()
+    (folder / "optuna.db").unlink()
+    again = run_module(["sweep", str(grid), *quick_flags(tiny_mnist, epochs=2)], cwd=workdir)
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.startswith("error: ") and "runs of the sweep study started" in again.stderr
+    assert len(again.stderr.splitlines()) == 1
+    assert (folder / "fast,lr=0.001" / "seed_1" / "fit.log").read_text() == log  # untouched

@@ -192,3 +192,26 @@ def test_only_flags_that_describe_the_machine_may_differ_between_workers():
     other = ["--data.data_dir=/b", "--trainer.max_epochs", "2", "--data.num_workers", "8"]
     assert common_flags(flags) == common_flags(other) == [["trainer.max_epochs", "2"]]
     assert common_flags(["--trainer.max_epochs", "3"]) != common_flags(flags)
+
+
+def test_a_sweep_folder_belongs_to_the_study_that_started_its_runs(tmp_path):
+    folder = tmp_path / "sweeps" / "grid"
+    folder.mkdir(parents=True)
+    sweep, url, storage, study = grid_study(tmp_path)
+    studies.claim_folder(folder, study)
+    (folder / "fast,lr=0.001" / "seed_1").mkdir(parents=True)  # its runs begin
+    again = studies.open_study(studies.open_storage(url), "grid", sweep, [])  # a second worker
+    studies.claim_folder(folder, again)
+    # the study is gone (optuna.db deleted) or another --storage: a new study, the old runs
+    (tmp_path / "optuna.db").unlink()
+    _, _, _, new = grid_study(tmp_path)
+    with pytest.raises(studies.StorageError, match="runs of the sweep study started .* not of"):
+        studies.claim_folder(folder, new)
+    (folder / studies.STUDY_FILE).unlink()  # a folder of an earlier version, never marked
+    with pytest.raises(studies.StorageError, match="holds the runs of an earlier sweep"):
+        studies.claim_folder(folder, new)
+    empty = tmp_path / "sweeps" / "other"
+    empty.mkdir()
+    studies.claim_folder(empty, new)  # a new folder is the new study's
+    assert (empty / studies.STUDY_FILE).read_text() == new.user_attrs["started"] + "\n"
+    assert sorted(p.name for p in empty.iterdir()) == [studies.STUDY_FILE]
