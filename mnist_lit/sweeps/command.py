@@ -25,7 +25,8 @@ from mnist_lit.sweeps.trial import fit_command, fit_log, run_fit, seed_folder
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import normalize
 
-OWN_OPTIONS = ("--storage", "--name", "--root", "--summary")
+KILL_RETRIES = 2  # a trial whose fit is killed from outside is tried this many more times
+OWN_OPTIONS = ("--storage", "--name", "--root", "--summary", "--choose_anyway")
 
 
 def parser() -> ArgumentParser:
@@ -47,6 +48,10 @@ def parser() -> ArgumentParser:
     parser.add_argument(
         "--summary", type=str | None, help="print the summary of this sweep folder and stop"
     )
+    parser.add_argument(
+        "--choose_anyway", type=bool, default=False,
+        help="mark the best finished setting chosen although trials failed or are unfinished",
+    )  # fmt: skip
     return parser
 
 
@@ -85,7 +90,7 @@ def run(options: Namespace) -> Path:
     studies.claim_folder(folder, study)
     write_experiment(folder, sweep, resolved)
     status = Worker(sweep, study, storage, folder, options.trial_flags).work()
-    summary = sweep_summary.summarise(study)
+    summary = sweep_summary.summarise(study, options.choose_anyway)
     print(sweep_summary.markdown(summary))
     print("Wrote " + ", ".join(map(str, sweep_summary.write(summary, folder))))
     print(f"TensorBoard: tensorboard --logdir {folder}")
@@ -104,7 +109,8 @@ def print_summary(options: Namespace) -> Path:
     name = options.name or (names[0] if len(names) == 1 else None)
     if name not in names:
         raise UserError(f"--summary: choose the sweep with --name, one of {names}")
-    summary = sweep_summary.summarise(optuna.load_study(study_name=name, storage=storage))
+    study = optuna.load_study(study_name=name, storage=storage)
+    summary = sweep_summary.summarise(study, options.choose_anyway)
     print(sweep_summary.markdown(summary))
     return folder
 
@@ -160,6 +166,12 @@ class Worker:
                 studies.hand_back(self.study, self.storage, trial._trial_id, "sweep stopped")
                 print(f"[{self.study.study_name}] stopped; the same command carries on")
                 return outcome.signal
+            if outcome.killed and trial.user_attrs.get("kills", 0) < KILL_RETRIES:
+                # its last.ckpt is there: a copy of the trial goes on from it, now or later
+                trial.set_user_attr("kills", trial.user_attrs.get("kills", 0) + 1)
+                studies.hand_back(self.study, self.storage, trial._trial_id, outcome.error)
+                print(f"[{self.study.study_name}] {label} seed {seed}: {outcome.error}; retrying")
+                return None
             if outcome.error:
                 print(f"[{self.study.study_name}] {label} seed {seed} failed: {outcome.error}")
                 trial.set_user_attr("error", f"seed {seed}: {outcome.error}")

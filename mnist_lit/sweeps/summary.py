@@ -37,13 +37,18 @@ class Summary:
     settings: list[Setting]  # best mean val/acc_best first
     failed: list[str]  # "label seed: reason" of trials that failed for good
     unfinished: int  # trials waiting or running
+    choose_anyway: bool = False  # choose among the finished settings despite failed trials
 
     @property
     def chosen(self) -> Setting | None:
-        return self.settings[0] if self.settings else None
+        """The best setting; none while trials failed or are unfinished, unless asked: a winner
+        among the survivors may only have survived."""
+        if not self.settings or ((self.failed or self.unfinished) and not self.choose_anyway):
+            return None
+        return self.settings[0]
 
 
-def summarise(study: optuna.Study) -> Summary:
+def summarise(study: optuna.Study, choose_anyway: bool = False) -> Summary:
     configs = study.user_attrs["sweep"]["configs"]  # names the setting when only one config
     trials = study.get_trials(deepcopy=False)
     handed_back = retried(trials)
@@ -66,7 +71,7 @@ def summarise(study: optuna.Study) -> Summary:
         elif trial.state != TrialState.PRUNED:
             unfinished += 1
     ranked = sorted(settings.values(), key=lambda s: -mean(s.values("val/acc_best")))
-    return Summary(study.study_name, ranked, failed, unfinished)
+    return Summary(study.study_name, ranked, failed, unfinished, choose_anyway)
 
 
 def mean(values: list[float]) -> float:
@@ -102,6 +107,12 @@ def markdown(summary: Summary) -> str:
             row += [cell(figure, s["min"]), cell(figure, s["max"])]
         lines.append("| " + " | ".join(row) + " |")
     notes = ["", "Chosen: the highest mean val/acc_best (selection never looks at test/acc)."]
+    if summary.settings and summary.chosen is None:
+        notes[1] = (
+            "No setting chosen while trials failed or are unfinished: run the sweep again (a "
+            "trial stopped or killed from outside resumes), or choose among the finished ones "
+            "with `sweep --summary FOLDER --choose_anyway true`."
+        )
     notes += [f"Failed: {line}" for line in summary.failed]
     if summary.unfinished:
         notes.append(f"Not finished yet: {summary.unfinished} trials (waiting or running).")

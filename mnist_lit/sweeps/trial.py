@@ -37,6 +37,7 @@ class FitOutcome:
     result: dict[str, Any] | None  # the run's figures, when it finished
     error: str | None  # why it failed, when it did
     signal: int | None  # the signal that stopped the sweep (SIGTERM, SIGINT) during the fit
+    killed: bool = False  # the fit was killed from outside (the OOM killer, say): worth a retry
 
 
 def fit_command(config: Path, setting: dict, seed: int, flags: list[str], runs: Path) -> list[str]:
@@ -91,12 +92,19 @@ def run_fit(command: list[str], runs: Path, storage, trial_id: int) -> FitOutcom
     if received:
         return FitOutcome(None, None, received[0])
     if status != 0:
-        return FitOutcome(None, failure_reason(log_path, status), None)
+        # killed (the OOM killer), or stopped by a signal of its own (preempted): resumable
+        stopped = status < 0 or status in (128 + signal.SIGTERM, 128 + signal.SIGINT)
+        return FitOutcome(None, failure_reason(log_path, status), None, killed=stopped)
     return read_result(runs)
 
 
 def failure_reason(log_path: Path, status: int) -> str:
-    """The fit's own `error:` line, else the last line it printed (a traceback's exception)."""
+    """The signal that killed the fit; else its own `error:` line, else the last line it
+    printed (a traceback's exception)."""
+    if status < 0:
+        name = signal.Signals(-status).name
+        guess = " (out of memory?)" if -status == signal.SIGKILL else ""
+        return f"killed by {name}{guess} (log: {log_path})"
     lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
     errors = [line for line in lines if line.startswith("error:")]
     last = errors[-1] if errors else next((line for line in reversed(lines) if line), "")

@@ -3,6 +3,7 @@ the summary equal to the runs' own metrics.json, resumed after a kill without ru
 finished trial twice, and shared by two workers on SQLite or on a PostgreSQL server."""
 
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -189,11 +190,30 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(workd
     process = sweep(str(path), *quick_flags(tiny_mnist), cwd=workdir)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 1  # after finishing the others and printing the summary
-    assert "| `fast,dropout=0` ← chosen | 1 |" in output
+    assert "| `fast,dropout=0` | 1 |" in output and "No setting chosen" in output
     assert (
         "Failed: fast,dropout=1.5 seed 1: seed 1: exit status 2: error: --model.dropout 1.5"
         in output
     )
+    summary = ["sweep", "--summary", "sweeps/bad", "--choose_anyway", "true"]
+    assert "| `fast,dropout=0` ← chosen | 1 |" in run_module(summary, cwd=workdir).stdout
+
+
+def test_a_fit_killed_from_outside_is_retried_from_its_last_checkpoint(workdir, tiny_mnist):
+    grid = write_grid(workdir, seeds=[1], lrs=[1e-3])
+    process = sweep(str(grid), *quick_flags(tiny_mnist, epochs=6), cwd=workdir)
+    seed_runs = workdir / "sweeps" / "grid" / "fast,lr=0.001" / "seed_1"
+    last = seed_runs / "version_0" / "checkpoints" / "last.ckpt"
+    wait_for(last.is_file, "the fit's first checkpoint")
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    os.kill(int(children[0]), signal.SIGKILL)  # as the out-of-memory killer would
+    output = finish(process)
+    assert "seed 1: killed by SIGKILL (out of memory?)" in output and "retrying" in output
+    attempts = fits_started(seed_runs / "fit.log")
+    assert len(attempts) == 2 and "--ckpt_path last" in attempts[1]
+    metrics = json.loads((seed_runs / "version_0" / "metrics.json").read_text())
+    assert metrics["epochs"] == 6  # one run, carried on
+    assert "| `fast,lr=0.001` ← chosen | 1 |" in output
 
 
 def test_a_new_study_never_continues_the_runs_of_a_deleted_one(workdir, tiny_mnist):

@@ -157,8 +157,11 @@ def test_summary_statistics_ranking_and_failures(tmp_path):
         study.tell(trial, val)
     summary = summarise(study)
     assert [s.label for s in summary.settings] == ["fast,lr=0.003", "fast,lr=0.001"]
-    assert summary.chosen.label == "fast,lr=0.003"
     assert summary.failed == ["fast,lr=0.003 seed 2: non-finite loss"]
+    assert summary.chosen is None  # its best setting may only be best by its failed seed
+    assert "← chosen" not in markdown(summary) and "No setting chosen" in markdown(summary)
+    summary = summarise(study, choose_anyway=True)
+    assert summary.chosen.label == "fast,lr=0.003"
     table = markdown(summary)
     std = statistics.stdev([0.990, 0.970])
     assert f"| `fast,lr=0.001` | 2 | 98.00 ± {100 * std:.2f} | 97.00 | 99.00 |" in table
