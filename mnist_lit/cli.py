@@ -20,6 +20,7 @@ from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
+from mnist_lit.training.random_states import check_seed
 from mnist_lit.training.resume import keys_given, prepare_checkpoint
 from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
 
@@ -78,6 +79,7 @@ class MNISTCLI(LightningCLI):
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):  # not built with run=False
             config = self.config[self.config.subcommand]
+            check_seed(config.get("seed_everything"))
             place_logs(config)  # first: where `--ckpt_path last` looks depends on it
             argv = args if isinstance(args, list) else sys.argv[1:]
             given = keys_given([str(a) for a in argv], config)

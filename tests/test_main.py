@@ -76,6 +76,7 @@ def test_a_signal_stops_predict_with_its_status_and_writes_nothing(
         ("--data.batch_size=0", "error: --data.batch_size 0: must be at least 1"),
         ("--data.num_workers=-1", "error: --data.num_workers -1"),
         ("--data.augment_degrees=-5", "error: --data.augment_degrees -5.0"),
+        ("--seed_everything=-1", "error: --seed_everything -1: a seed is from 0 to 4294967295"),
     ],
 )
 def test_arguments_that_cannot_work_are_one_line_naming_the_flag(

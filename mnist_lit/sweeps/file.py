@@ -13,12 +13,17 @@ import optuna
 import yaml
 
 from mnist_lit.errors import ConfigError
+from mnist_lit.training.random_states import check_seed
 
 FILE_KEYS = {"configs", "seeds", "grid", "search"}
+MAX_GRID_TRIALS = 1000  # each is stored before any trains, a few milliseconds apiece
 SEARCH_KEYS = {"trials", "space"}
 RANGE_KEYS = {"low", "high", "log", "step"}
 # Set by the sweep for each trial: a sweep file or a flag may not set them too
-RESERVED = ("config", "seed_everything", "ckpt_path", "trainer.logger", "trainer.default_root_dir")
+RESERVED = (
+    "config", "seed_everything", "ckpt_path", "trainer.logger", "trainer.default_root_dir",
+    "checkpoint.dirpath",  # each trial keeps its checkpoints in its own run folder
+)  # fmt: skip
 
 
 class SweepFileError(ConfigError):
@@ -77,7 +82,11 @@ def read_sweep_file(path: Path) -> SweepFile:
     if not path.is_file():
         raise SweepFileError(f"sweep file {path} does not exist; see configs/sweeps/ for examples")
     try:
-        content = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, yaml.SafeLoader)):
+            # an alias repeats a value by reference: nested, a few lines expand to billions
+            fail(path, "uses a YAML alias (*name); write each value out")
+        content = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         fail(path, f"not valid YAML ({str(error).splitlines()[0]})")
     if not isinstance(content, dict):
@@ -89,6 +98,9 @@ def read_sweep_file(path: Path) -> SweepFile:
     sweep = SweepFile(path, read_configs(path, content.get("configs")), read_seeds(path, content))
     if "grid" in content:
         sweep.grid = read_grid(path, content["grid"])
+        if (trials := len(sweep.grid_settings()) * len(sweep.seeds)) > MAX_GRID_TRIALS:
+            limit = f"a sweep stores at most {MAX_GRID_TRIALS:,}"
+            fail(path, f"its grid is {trials:,} trials (settings x seeds); {limit}: split it")
     if "search" in content:
         sweep.trials, sweep.space = read_search(path, content["search"])
     return sweep
@@ -114,6 +126,11 @@ def read_seeds(path: Path, content: dict) -> list[int]:
         fail(path, f"seeds must be integers, not {seeds}")
     if len(set(seeds)) < len(seeds):
         fail(path, f"seeds {seeds} repeat a seed")
+    try:
+        for seed in seeds:
+            check_seed(seed, "seed")
+    except ConfigError as error:
+        fail(path, str(error))
     return seeds
 
 

@@ -1,5 +1,5 @@
 """The random states of a process in its checkpoints, so that a resumed run shuffles and drops
-out exactly as an unbroken run would."""
+out exactly as an unbroken run would; and the seeds that start them."""
 
 import random
 from typing import Any
@@ -7,6 +7,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+
+from mnist_lit.errors import ConfigError
+
+SEEDS = range(2**32)  # what numpy (and so Lightning's seed_everything) accepts
+
+
+def check_seed(seed: object, what: str = "--seed_everything") -> None:
+    """A seed numpy accepts, as one error naming it (Lightning raises a traceback)."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed not in SEEDS:
+        raise ConfigError(f"{what} {seed}: a seed is from 0 to {SEEDS[-1]} (numpy's range)")
 
 
 def collect_random_states() -> dict[str, Any]:

@@ -4,6 +4,7 @@ Lightning reads it, the model settings kept, and the run continued in its own fo
 
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = fro
     if named or config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_checkpoint(config.ckpt_path, config))
     ckpt_path = config.get("ckpt_path")
-    if ckpt_path == "best" or str(ckpt_path).startswith(("hpc", "registry")):
+    if ckpt_path in ("best", "hpc") or re.fullmatch(r"registry(:.*)?", str(ckpt_path), re.I):
         # Lightning's other names: `best` has no meaning before fitting, and `hpc` and the
         # model registry would skip the checks below
         raise ConfigError(

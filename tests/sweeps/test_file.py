@@ -61,6 +61,16 @@ BAD_FILES = {
     "flag spelling": ({"configs": [FAST], "grid": {"--model.lr": [1]}}, "without --"),
     "seeds not ints": ({"configs": [FAST], "seeds": ["a"]}, "seeds must be integers"),
     "repeated seed": ({"configs": [FAST], "seeds": [1, 1]}, "repeat a seed"),
+    "seed below 0": ({"configs": [FAST], "seeds": [1, -1]}, "seed -1: a seed is from 0 to"),
+    "seed above 2**32": ({"configs": [FAST], "seeds": [2**32]}, "(numpy's range)"),
+    "huge grid": (
+        {
+            "configs": [FAST],
+            "seeds": [1, 2],
+            "grid": {"model.lr": list(range(1, 501)), "model.hidden": [1, 2]},
+        },  # fmt: skip
+        "its grid is 2,000 trials (settings x seeds); a sweep stores at most 1,000",
+    ),
     "grid and search": ({"configs": [FAST], "grid": {}, "search": {}}, "one or the other"),
     "no budget": ({"configs": [FAST], "search": {"space": {}}}, "search must have trials"),
     "zero trials": (
@@ -93,7 +103,18 @@ def test_bad_sweep_file_is_one_error_line_before_any_training(content, message, 
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert message in error and error.startswith("error:") and "Traceback" not in error
-    assert not (workdir / "lightning_logs").exists()
+    assert not (workdir / "lightning_logs").exists() and not (workdir / "sweeps").exists()
+
+
+def test_yaml_aliases_are_refused_before_they_expand(workdir, capsys):
+    levels = ["&a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    levels += [f"&a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    bomb = f"[{', '.join(levels)}]"  # its last value alone is 10**9 numbers once expanded
+    text = f"configs: [{FAST}]\ngrid:\n  model.lr: {bomb}\n"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(write_sweep(workdir, text))])
+    assert exit_.value.code == 2
+    assert "uses a YAML alias (*name); write each value out" in capsys.readouterr().err
 
 
 def test_not_yaml_and_not_found(workdir, capsys):
@@ -112,9 +133,10 @@ def test_not_yaml_and_not_found(workdir, capsys):
         ({"model.lr": [0.1]}, ["--trainer.max_epochz", "1"], "config fast with the flags"),
         ({"model.lr": [0.1]}, ["--seed_everything", "3"], "--seed_everything: a sweep sets it"),
         ({"model.lr": [0.1]}, ["--ckpt_path", "last"], "--ckpt_path: a sweep sets it"),
+        ({"model.lr": [0.1]}, ["--checkpoint.dirpath=ckpts"], "--checkpoint.dirpath: a sweep"),
         ({"model.lr": [0.1]}, ["--model.lr=0.2"], "--model.lr: the sweep file sweeps it"),
     ],
-    ids=["wrong type", "unknown key", "bad flag", "seed flag", "ckpt flag", "swept flag"],
+    ids=["wrong type", "unknown key", "bad flag", "seed", "ckpt", "dirpath", "swept flag"],
 )
 def test_values_and_flags_are_checked_as_fit_would_before_any_training(
     grid, flags, message, workdir, capsys

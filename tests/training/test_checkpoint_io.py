@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def test_an_archive_declaring_more_than_it_holds_is_refused_unread(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("subcommand", "name"), [("fit", "best"), ("test", "hpc"), ("predict", "registry")]
+    ("subcommand", "name"),
+    [("fit", "best"), ("test", "hpc"), ("predict", "registry"), ("test", "Registry:mnist:v2")],
 )
 def test_lightnings_other_checkpoint_names_are_refused(
     tiny_mnist, workdir, subcommand, name, capsys
@@ -114,6 +116,14 @@ def test_lightnings_other_checkpoint_names_are_refused(
         f"error: --ckpt_path {name}: {subcommand} takes a checkpoint file"
         in capsys.readouterr().err
     )
+
+
+def test_a_checkpoint_file_named_like_lightnings_other_names_is_read(tiny_run, workdir):
+    for name in ("hpc_best.ckpt", "registry-copy.ckpt"):  # starts like them, is a file
+        shutil.copy(tiny_run[0] / "checkpoints" / "best.ckpt", workdir / name)
+        data = tiny_run[0].parents[1] / "data"
+        tested = main(["test", *tiny_args(data), f"--ckpt_path={name}"]).trainer
+        assert tested.ckpt_path == name and "test/acc" in tested.callback_metrics
 
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_mnist, monkeypatch, capsys):
