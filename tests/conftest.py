@@ -101,7 +101,7 @@ def postgres_url():
     start = [*as_owner, pg_ctl, "-D", data, "-l", folder / "server.log", "-o", options, "-w"]
     subprocess.run([*start, "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the docs' form
     finally:
         stop = [*as_owner, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
         subprocess.run(stop, check=True, capture_output=True)

@@ -85,12 +85,13 @@ def run(options: Namespace) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     url = options.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
-    storage = studies.open_storage(url)
-    study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
-    studies.claim_folder(folder, study)
-    write_experiment(folder, sweep, resolved)
-    status = Worker(sweep, study, storage, folder, options.trial_flags).work()
-    summary = sweep_summary.summarise(study, options.choose_anyway)
+    with studies.storage_errors(url):
+        storage = studies.open_storage(url)
+        study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
+        studies.claim_folder(folder, study)
+        write_experiment(folder, sweep, resolved)
+        status = Worker(sweep, study, storage, folder, options.trial_flags).work()
+        summary = sweep_summary.summarise(study, options.choose_anyway)
     print(sweep_summary.markdown(summary))
     print("Wrote " + ", ".join(map(str, sweep_summary.write(summary, folder))))
     print(f"TensorBoard: tensorboard --logdir {folder}")

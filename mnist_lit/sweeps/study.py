@@ -16,8 +16,10 @@ import threading
 import time
 import uuid
 import warnings
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,7 @@ def open_storage(url: str) -> RDBStorage:
     for attempt in range(SETUP_ATTEMPTS):
         try:
             storage = RDBStorage(
-                url,
+                with_installed_driver(url),
                 engine_kwargs=sqlite_wait,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
@@ -73,6 +75,17 @@ def made_by_another(error: Exception) -> bool:
     if isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
         return True
     return isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error)
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """The storage failing mid-sweep (a read-only file, a lost server) as one line."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
+        cause = error.__cause__ or error  # Optuna wraps the database's own error
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise StorageError(f"--storage {safe_url(url)}: {reason}") from None
 
 
 def storage_error(url: str, error: Exception) -> StorageError:
@@ -104,10 +117,22 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its secrets, for messages: the password, and every query value
+    (`?password=...`, `sslpassword`, tokens)."""
     scheme, sep, rest = url.partition("://")
+    rest, question, query = rest.partition("?")
     credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}" if at else url
+    rest = f"{credentials.split(':')[0]}:***@{host}" if at else rest
+    masked = "&".join(f"{pair.partition('=')[0]}=***" for pair in query.split("&") if pair)
+    return f"{scheme}{sep}{rest}{question}{masked}"
+
+
+def with_installed_driver(url: str) -> str:
+    """`postgresql://` as documented: SQLAlchemy 2.1 reads it as psycopg (3), while the
+    `postgres` extra installs psycopg2; name the driver that is installed."""
+    scheme, sep, rest = url.partition("://")
+    psycopg2_only = find_spec("psycopg") is None and find_spec("psycopg2") is not None
+    return f"postgresql+psycopg2{sep}{rest}" if scheme == "postgresql" and psycopg2_only else url
 
 
 def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) -> optuna.Study:

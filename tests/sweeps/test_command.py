@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from mnist_lit.__main__ import main
+from mnist_lit.sweeps.study import open_storage
 from tests.helpers import REPO, module_command, module_env, run_module, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process
@@ -152,7 +153,7 @@ def check_two_workers(workdir: Path, data: Path, storage: list[str]) -> None:
     logs = sorted(folder.glob("*/seed_*/fit.log"))
     assert len(logs) == 4 and all(len(fits_started(log)) == 1 for log in logs)
     url = storage[1] if storage else f"sqlite:///{folder / 'optuna.db'}"
-    trials = optuna.load_study(study_name="grid", storage=url).get_trials()
+    trials = optuna.load_study(study_name="grid", storage=open_storage(url)).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
 
 

@@ -9,6 +9,7 @@ import yaml
 from mnist_lit.__main__ import main
 from mnist_lit.sweeps.file import read_sweep_file, setting_label
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags
+from mnist_lit.sweeps.study import open_storage, open_study
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -171,11 +172,25 @@ def test_unwritable_root_and_unreachable_storage_are_one_line(workdir, capsys):
     cases = [
         (["--root", "afile/sweeps"], "afile is a file"),
         (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open it"),
-        (["--storage", f"postgresql://me:secret@127.0.0.1:{port}/db"], "cannot open it"),
+        # the docs' form, with the driver the `postgres` extra installs: the server is not there
+        (["--storage", f"postgresql://me:secret@127.0.0.1:{port}/db"], "Connection refused"),
+        (["--storage", f"postgresql://me@127.0.0.1:{port}/db?password=secret"], "password=***"),
     ]
     for flags, message in cases:
         with pytest.raises(SystemExit) as exit_:
             main(["sweep", str(path), *flags])
         error = capsys.readouterr().err
         assert exit_.value.code in (1, 2) and message in error, error
-        assert "secret" not in error and "Traceback" not in error
+        assert "secret" not in error and "Traceback" not in error and error.count("\n") == 1
+
+
+def test_a_read_only_study_is_one_line(workdir, capsys):
+    path = write_sweep(workdir, {"configs": [FAST], "grid": {"model.lr": [0.1]}})
+    database = workdir / "optuna.db"
+    open_study(open_storage(f"sqlite:///{database}"), "sweep", read_sweep_file(path), [])
+    read_only = f"sqlite:///file:{database}?mode=ro&uri=true"  # as a file others own would be
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(path), "--storage", read_only])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "attempt to write a readonly database" in error, error
+    assert error.startswith("error: --storage sqlite:///file:") and error.count("\n") == 1
