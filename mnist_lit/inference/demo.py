@@ -5,8 +5,10 @@ served on 127.0.0.1 by default, with no calls to the internet: no analytics, no 
 web fonts."""
 
 import os
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -169,9 +171,17 @@ def usable_device(name: str) -> str:
 
 
 def run(options: Namespace) -> None:
-    gr = offline_gradio()
-    device = usable_device(options.device)
-    reader = DigitReader(options.ckpt_path, device=device)  # a bad one: before serving
+    # Gradio keeps each request's images as files: in a folder of this demo's own, removed on
+    # exit (named before Gradio is imported, as parts of it read it then)
+    with tempfile.TemporaryDirectory(prefix="mnist-lit-demo-") as files:
+        os.environ["GRADIO_TEMP_DIR"] = files
+        gr = offline_gradio()
+        device = usable_device(options.device)
+        reader = DigitReader(options.ckpt_path, device=device)  # a bad one: before serving
+        serve(gr, reader, options)
+
+
+def serve(gr: ModuleType, reader: DigitReader, options: Namespace) -> None:
     accuracy = test_accuracy(reader.checkpoint)
     tested = f", test accuracy {accuracy:.2%}" if accuracy is not None else ""
     blocks = page(reader, f"Model: `{reader.checkpoint}`{tested}")

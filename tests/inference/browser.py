@@ -49,7 +49,7 @@ def find_chromium() -> str | None:
 
 
 @contextmanager
-def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
+def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0, env: dict | None = None):
     """`python -m mnist_lit demo` on a free local port; yields its address and process once it
     answers. The process takes Ctrl-C (SIGINT) as from a terminal, even where this one ignores
     it (started in the background by a shell)."""
@@ -60,7 +60,7 @@ def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0):
         server = subprocess.Popen(
             command,
             cwd=cwd,
-            env=module_env(),
+            env={**module_env(), **(env or {})},
             stdout=output,
             stderr=output,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

@@ -3,10 +3,12 @@ headless Chromium are read, uploads get the API's answer or a message, and the p
 of the internet. The browser tests need Debian's `chromium` (`.ci/run` installs it), Playwright
 and Gradio (`pip install -e ".[dev]"`), and MNIST in ../shared/data for a model that reads."""
 
+import json
 import re
 import signal
 import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -148,15 +150,41 @@ def test_a_port_in_use_is_one_line(tiny_checkpoint, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_demo_with_130(tiny_checkpoint, tmp_path):
+def test_ctrl_c_stops_the_demo_with_130_and_no_files_left(tiny_checkpoint, tmp_path):
     pytest.importorskip("gradio")
     from tests.inference.browser import serving_demo
 
-    with serving_demo(tiny_checkpoint, tmp_path) as (url, server):
+    temp = tmp_path / "tmp"  # the demo's temporary folders, and Gradio's, go here
+    temp.mkdir()
+    with serving_demo(tiny_checkpoint, tmp_path, env={"TMPDIR": str(temp)}) as (url, server):
+        stored = upload_over_http(url, b"\x89PNG not really")  # Gradio keeps it as a file
+        assert any(path.name == stored.name for path in temp.rglob("*"))
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=60) == 130
     log = next(tmp_path.glob("demo-*.log")).read_text()
     assert f"Demo of {tiny_checkpoint}: {url}" in log and "Stopped by Ctrl-C" in log
+    assert list(temp.iterdir()) == []
+
+
+def upload_over_http(url: str, content: bytes) -> Path:
+    """Gradio's upload route, as the page uses it; the path it stored the file under."""
+    boundary = "mnist-lit-test"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{url}/gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        (stored,) = json.loads(answer.read())
+    return Path(stored)
 
 
 # --- in a real browser -------------------------------------------------------------------------
