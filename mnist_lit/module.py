@@ -6,10 +6,11 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.errors import require
+from mnist_lit.errors import ConfigError, require
 from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.model import CNN
 
@@ -157,6 +158,15 @@ class MNISTClassifier(L.LightningModule):
         self.val_acc_best.reset()  # forget the sanity-check batches
         if self.resumed_best is not None:  # a resumed run's best covers the epochs before
             self.val_acc_best.update(self.resumed_best)
+        scheduler, steps = self.lr_schedulers(), self.trainer.estimated_stepping_batches
+        if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != steps:
+            # a resumed one-cycle plan: torch would fail once its last step is passed
+            raise ConfigError(
+                f"--ckpt_path {self.trainer.ckpt_path}: its one-cycle schedule was planned for "
+                f"{scheduler.total_steps} steps and this run takes {steps} (its epochs or batches "
+                "changed); a one-cycle rate cannot be stretched. Resume with the run's own "
+                "settings, or start a new run"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.val_acc_best.update_called:

@@ -118,7 +118,7 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tiny_run, workdir, cap
 
 
 @SEVERAL_RUNS
-@pytest.mark.parametrize("resumed_from", ["its own folder", "another project"])
+@pytest.mark.parametrize("resumed_from", ["its own folder", "another project", "a symlink"])
 def test_best_ckpt_after_a_resume_is_this_runs_best(
     tiny_mnist, tmp_path, monkeypatch, resumed_from
 ):
@@ -134,8 +134,11 @@ def test_best_ckpt_after_a_resume_is_this_runs_best(
     if resumed_from == "another project":
         monkeypatch.chdir(elsewhere)  # which has a run of its own, of an untrained model
         main([*run, "--trainer.max_epochs=1", NO_TEST, "--trainer.limit_train_batches=1"])
-    last = folder / "checkpoints" / "last.ckpt"
-    main([*run, "--trainer.max_epochs=3", f"--ckpt_path={last.resolve()}"])
+    last = (folder / "checkpoints" / "last.ckpt").resolve()
+    if resumed_from == "a symlink":  # the same run, reached through a link to its project
+        (tmp_path / "link").symlink_to(project)
+        last = tmp_path / "link" / last.relative_to(project)
+    main([*run, "--trainer.max_epochs=3", f"--ckpt_path={last}"])
     accuracy = scalars(folder, "accuracy/val")
     assert len(accuracy) == 3 and max(accuracy[1:]) > accuracy[0]  # a new best after the resume
     best = folder / "checkpoints" / "best.ckpt"

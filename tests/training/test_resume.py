@@ -282,3 +282,15 @@ def test_model_settings_given_at_their_defaults_are_compared_too(tiny_mnist, wor
     assert exit_status([*resume, "--ckpt_path=last"]) == 0  # no flag: the checkpoint's model
     last = torch.load(workdir / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert last["hyper_parameters"]["hidden"] == 64 and last["epoch"] == 1
+
+
+@SEVERAL_RUNS
+def test_a_one_cycle_run_resumed_for_more_epochs_is_one_line(tiny_mnist, workdir, capsys):
+    fit(tiny_mnist, "--trainer.max_epochs=1", "--model.schedule=one_cycle")
+    last = workdir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    resume = ["fit", *tiny_args(tiny_mnist), "--model.schedule=one_cycle", "--ckpt_path=last"]
+    assert exit_status([*resume, "--trainer.max_epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "one-cycle schedule was planned for 8 steps and this run takes 16" in err, err
+    assert "Traceback" not in err and last.read_bytes() == before  # the run as it was
