@@ -179,7 +179,8 @@ def test_a_failed_first_fit_leaves_nothing_and_the_next_is_version_0(workdir, mo
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # offline, refused at once
     assert exit_status(["fit", "--data.data_dir=data", "--trainer.max_epochs=1"]) == 1
     assert list(workdir.iterdir()) == []  # no empty lightning_logs/version_0, no data/MNIST/raw
-    fitted = main(["fit", *tiny_args(write_mnist(workdir / "data")), "--trainer.max_epochs=1"])
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--test_after_fit=false"]
+    fitted = main(["fit", *tiny_args(write_mnist(workdir / "data")), *quick])
     assert Path(fitted.trainer.log_dir).resolve() == workdir / "lightning_logs" / "version_0"
 
 

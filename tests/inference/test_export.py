@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -11,6 +12,7 @@ from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
 from mnist_lit.data import normalize
+from mnist_lit.inference.reader import checkpoint_file
 from mnist_lit.training.checkpoint_io import load_classifier
 
 
@@ -103,13 +105,14 @@ def test_a_damaged_metrics_file_beside_the_checkpoint_leaves_the_accuracy_unknow
 
 def test_best_last_and_a_run_folder_name_a_checkpoint_as_elsewhere(tiny_run_copy, workdir, capsys):
     checkpoints = tiny_run_copy.resolve() / "checkpoints"
-    for given, used in (("best", "best"), ("last", "last"), (str(tiny_run_copy), "best")):
-        output = workdir / "models" / f"{used}-{len(given)}.onnx"
-        main(["export", f"--ckpt_path={given}", f"--output={output}"])
-        sidecar = json.loads(output.with_suffix(".json").read_text())
-        assert sidecar["checkpoint"] == str(checkpoints / f"{used}.ckpt")
+    main(["export", "--ckpt_path=best", "--format=torch"])  # the newest run's best.ckpt
+    sidecar = json.loads((workdir / "model.json").read_text())
+    assert sidecar["checkpoint"] == str(checkpoints / "best.ckpt")
+    runs = Path("lightning_logs")  # as export resolves --ckpt_path, like demo and DigitReader
+    assert checkpoint_file("last", runs).resolve() == checkpoints / "last.ckpt"
+    assert checkpoint_file(str(tiny_run_copy), runs).resolve() == checkpoints / "best.ckpt"
     shutil.rmtree(workdir / "lightning_logs")  # no runs: `best` names what it looked for
     with pytest.raises(SystemExit) as exit_:
-        main(["export", "--ckpt_path=best"])
+        main(["export", "--ckpt_path=best", "--output=other.onnx"])
     assert exit_.value.code == 1
     assert "no lightning_logs/version_*/checkpoints/best.ckpt was found" in capsys.readouterr().err
