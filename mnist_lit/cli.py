@@ -65,8 +65,7 @@ class MNISTCLI(LightningCLI):
     def __init__(self, *args, tools: Tools | None = None, **kwargs) -> None:
         self.tools = tools or {}
         argv = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
-        first = str(argv[0]) if isinstance(argv, list) and argv else None
-        self.only = first if first in COMMANDS else None
+        self.only = argv[0] if isinstance(argv, list) and argv and argv[0] in COMMANDS else None
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
@@ -98,16 +97,13 @@ class MNISTCLI(LightningCLI):
             given = keys_given([str(a) for a in argv], config)
             prepare_checkpoint(self.config.subcommand, config, given)
 
-    def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+    def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
+        trainer = super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
         # Lightning's writer unless the user configured another (a plugin in the trainer's
         # config cannot be written back into config.yaml)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
-
-    def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
-        return super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
 
     def before_fit(self) -> None:
         check_run_folders(self.trainer)
