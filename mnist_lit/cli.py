@@ -97,6 +97,10 @@ class MNISTCLI(LightningCLI):
             given = keys_given([str(a) for a in argv], config)
             prepare_checkpoint(self.config.subcommand, config, given)
 
+    def _set_seed(self) -> None:
+        if self.subcommand in (None, "fit"):  # evaluations draw nothing at random: no "Seed set"
+            super()._set_seed()
+
     def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
         trainer = super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
         # Lightning's writer unless the user configured another (a plugin in the trainer's

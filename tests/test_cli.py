@@ -128,11 +128,13 @@ def test_the_optimizer_is_the_models_alone(workdir, capsys):
 
 
 def test_commands_on_a_runs_checkpoint_read_the_data_the_run_recorded(
-    tiny_run, tiny_run_copy, workdir, capsys
+    tiny_run, tiny_run_copy, workdir, capsys, caplog
 ):
     quiet = ["--trainer.enable_progress_bar=false", "--data.verify_checksums=false"]
     best = f"--ckpt_path={tiny_run_copy / 'checkpoints' / 'best.ckpt'}"
-    tested = main(["test", *quiet, best])  # no --data.data_dir: there is no ./data here
+    with caplog.at_level("INFO"):
+        tested = main(["test", *quiet, best])  # no --data.data_dir: there is no ./data here
+    assert not [r for r in caplog.records if "Seed set" in r.getMessage()]  # nothing to seed
     assert tested.datamodule.hparams.data_dir == str(tiny_run[0].parents[1] / "data")
     assert tested.datamodule.hparams.val_size == 64  # the run's split: the same validation images
     assert tested.trainer.callback_metrics["test/images"] == 100  # every test image of the run's

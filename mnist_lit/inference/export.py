@@ -55,6 +55,7 @@ def export(ckpt_path: Path, format: str, output: Path) -> Path:
             output_names=["logits"],
             dynamic_shapes=dynamic,
             dynamo=True,
+            verbose=False,  # its eight progress lines; errors still raise
         )
         program.save(str(output))
     else:
