@@ -11,6 +11,7 @@ with the same parameters, which resumes from the trial's last.ckpt.
 
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -138,7 +139,8 @@ def with_installed_driver(url: str) -> str:
 def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) -> optuna.Study:
     """The study `name`, created with the sweep's trials, or loaded and checked to be the same
     sweep (file, configs and the trials' common `flags`); creating a study succeeds for one
-    worker only, so the grid is stored once."""
+    worker only, so the grid is stored once. A worker that finds the grid half-stored by one
+    that stopped (Ctrl-C while storing) stores the rest."""
     expected = {**sweep.fingerprint(), "flags": flags}
     sampler = optuna.samplers.TPESampler()  # unseeded: seeded workers would suggest alike
     try:
@@ -147,18 +149,29 @@ def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) ->
         )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        wait_until_ready(study)
-        check_same_sweep(study, sweep.path, expected)
-        return study
-    study.set_user_attr("sweep", expected)
-    now = datetime.now().isoformat(sep=" ", timespec="seconds")
-    # its runs are marked with it (claim_folder): unique, and readable in a message
-    study.set_user_attr("started", f"{now} by {worker_id()} ({uuid.uuid4().hex[:8]})")
+        ready = wait_until_ready(study)
+        if "sweep" in study.user_attrs:
+            check_same_sweep(study, sweep.path, expected)
+        if ready:
+            return study
+    store_trials(study, sweep, expected)
+    return study
+
+
+def store_trials(study: optuna.Study, sweep: SweepFile, expected: dict) -> None:
+    """The sweep's record and its grid's trials, those not stored yet, as waiting trials."""
+    if "started" not in study.user_attrs:
+        now = datetime.now().isoformat(sep=" ", timespec="seconds")
+        # its runs are marked with it (claim_folder): unique, and readable in a message
+        study.set_user_attr("started", f"{now} by {worker_id()} ({uuid.uuid4().hex[:8]})")
+    if "sweep" not in study.user_attrs:
+        study.set_user_attr("sweep", expected)
+    stored = [trial.params for trial in study.get_trials(deepcopy=False)]
     for setting in sweep.grid_settings() if not sweep.is_search else []:
         for seed in sweep.seeds:
-            add_waiting(study, {**setting, "seed": seed}, grid_distributions(sweep))
+            if (params := {**setting, "seed": seed}) not in stored:
+                add_waiting(study, params, grid_distributions(sweep))
     study.set_user_attr("ready", True)
-    return study
 
 
 def claim_folder(folder: Path, study: optuna.Study) -> None:
@@ -205,15 +218,20 @@ def add_waiting(study: optuna.Study, params: dict[str, Any], distributions: dict
     study.add_trial(trial)
 
 
-def wait_until_ready(study: optuna.Study) -> None:
+def wait_until_ready(study: optuna.Study) -> bool:
+    """True once the worker that created the study has stored its trials; False when that
+    worker stopped before it had (its process is gone, or it is silent for SETUP_SECONDS)."""
     deadline = time.monotonic() + SETUP_SECONDS
     while not study.user_attrs.get("ready"):
-        if time.monotonic() > deadline:
-            raise StorageError(
-                f"study {study.study_name} was created but its trials were never stored (its "
-                "first worker stopped while creating it); start a new sweep with --name"
-            )
+        if creator_gone(study) or time.monotonic() > deadline:
+            return False
         time.sleep(1)
+    return True
+
+
+def creator_gone(study: optuna.Study) -> bool:
+    found = re.search(r" by (.+):(\d+) \(", study.user_attrs.get("started", ""))
+    return bool(found) and found[1] == socket.gethostname() and not process_alive(int(found[2]))
 
 
 def check_same_sweep(study: optuna.Study, path, now: dict) -> None:

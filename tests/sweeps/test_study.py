@@ -3,6 +3,7 @@ a changed sweep refused, and the summary's statistics."""
 
 import csv
 import io
+import os
 import statistics
 import subprocess
 import threading
@@ -218,3 +219,29 @@ def test_a_sweep_folder_belongs_to_the_study_that_started_its_runs(tmp_path):
     studies.claim_folder(empty, new)  # a new folder is the new study's
     assert (empty / studies.STUDY_FILE).read_text() == new.user_attrs["started"] + "\n"
     assert sorted(p.name for p in empty.iterdir()) == [studies.STUDY_FILE]
+
+
+def test_a_grid_half_stored_by_a_stopped_worker_is_completed_by_the_next(tmp_path, monkeypatch):
+    sweep = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3, 2e-3]}))
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    store = studies.add_waiting
+
+    def stopped_after_two(study, params, distributions):
+        if len(study.get_trials()) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the grid is stored
+        store(study, params, distributions)
+
+    monkeypatch.setattr(studies, "add_waiting", stopped_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        studies.open_study(storage, "grid", sweep, [])
+    monkeypatch.setattr(studies, "add_waiting", store)
+    study = optuna.load_study(study_name="grid", storage=storage)
+    assert len(study.get_trials()) == 2 and not study.user_attrs.get("ready")
+    gone = subprocess.Popen(["true"])  # its pid is free once it has ended
+    gone.wait()
+    started = study.user_attrs["started"].replace(f":{os.getpid()} (", f":{gone.pid} (")
+    study.set_user_attr("started", started)  # as if that worker's process had stopped
+    again = studies.open_study(storage, "grid", sweep, [])  # the same command, run again
+    params = [(t.params["model.lr"], t.params["seed"]) for t in again.get_trials()]
+    assert sorted(params) == [(lr, seed) for lr in (1e-3, 2e-3) for seed in (1, 2)]
+    assert again.user_attrs["ready"]
