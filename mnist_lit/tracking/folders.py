@@ -20,6 +20,10 @@ class RunFolderFullError(UserError, OSError):
     """The disk under the run's folder filled up while the run wrote its events or files."""
 
 
+class RunFolderGoneError(UserError, FileNotFoundError):
+    """The run's folder was deleted (or moved) while the run wrote into it."""
+
+
 # a write refused for want of space: a full disk, or the user's quota on it
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -51,10 +55,18 @@ def reporting_full_disk(trainer: L.Trainer, fix: str = "free some space there") 
     try:
         yield
     except OSError as error:
-        if isinstance(error, UserError) or error.errno not in NO_SPACE:
+        if isinstance(error, UserError):
             raise  # checkpoints and predictions say so themselves, with their own flags
         # the logger's own folder, not trainer.log_dir: that is a collective call under DDP
         folder = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
+        written = Path(os.fsdecode(error.filename or "")).absolute()
+        if error.errno == errno.ENOENT and written.is_relative_to(folder.absolute()):
+            raise RunFolderGoneError(
+                f"{folder} was deleted or moved while the run wrote into it; the run stopped. "
+                "Start a new run, or resume from a copy of its last.ckpt with --ckpt_path"
+            ) from None
+        if error.errno not in NO_SPACE:
+            raise
         where = error.filename or f"the run's files in {folder}"
         raise RunFolderFullError(
             f"could not write {where}: {error.strerror}. The run stopped; the checkpoints and "

@@ -34,7 +34,7 @@ def test_versions_claimed_together_are_all_different(tmp_path):
 
 @pytest.mark.slow  # real subprocesses, started together
 def test_runs_started_together_in_one_folder_keep_their_own_records(tiny_mnist, workdir):
-    rates = ["1e-3", "2e-3", "3e-3", "4e-3"]
+    rates = ["1e-3", "2e-3", "3e-3"]  # more processes than cores, all claiming at once
     env = module_env()
     base = module_command("fit", *tiny_args(tiny_mnist))
     base += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]

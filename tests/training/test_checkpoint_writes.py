@@ -4,10 +4,12 @@ run's TensorBoard events ends it with one line."""
 
 import contextlib
 import errno
+import shutil
 import subprocess
 import sys
 import textwrap
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -15,7 +17,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from mnist_lit.__main__ import main
 from mnist_lit.cli import make_cli
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
-from tests.helpers import REPO, tiny_args
+from tests.helpers import REPO, exit_status, tiny_args
 
 KILLED_MID_WRITE = textwrap.dedent(
     """
@@ -190,3 +192,22 @@ def test_a_failed_event_write_mid_run_is_one_line(tiny_mnist, workdir, monkeypat
 def test_the_cli_writes_checkpoints_atomically(tiny_mnist, monkeypatch):
     cli = make_cli(tiny_args(tiny_mnist), run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+class DeletesTheRunFolder(L.Callback):
+    """Deletes the run's folder in the second epoch, as a user cleaning up too early would."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            shutil.rmtree(trainer.log_dir)
+            # the next events write, now rather than whenever the writer's thread gets to it
+            trainer.logger.log_metrics({"loss/train_step": 1.0}, step=trainer.global_step)
+            trainer.logger.experiment.flush()
+
+
+def test_a_run_folder_deleted_mid_run_is_one_line(tiny_mnist, workdir, capsys):
+    args = ["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=3", "--data.batch_size=16"]
+    assert exit_status(args, [DeletesTheRunFolder()]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: lightning_logs/version_0 was deleted or moved while the run")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
