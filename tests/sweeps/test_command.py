@@ -216,6 +216,8 @@ def test_a_fit_killed_from_outside_is_retried_from_its_last_checkpoint(workdir, 
     assert len(attempts) == 2 and "--ckpt_path last" in attempts[1]
     metrics = json.loads((seed_runs / "version_0" / "metrics.json").read_text())
     assert metrics["epochs"] == 6  # one run, carried on
+    checkpoints = sorted(p.name for p in last.parent.iterdir())
+    assert checkpoints == ["best.ckpt", "last.ckpt"]  # no best-v1.ckpt after the resume
     assert "| `fast,lr=0.001` ← chosen | 1 |" in output
 
 
