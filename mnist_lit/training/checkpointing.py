@@ -38,22 +38,25 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         # Written here, at every epoch's end; Lightning's own writes would only repeat some.
         self.save_last_every_epoch, self.save_last = bool(self.save_last), None
         self.save_last_every_n_steps = kwargs.get("every_n_train_steps") or 0
-        self.fitting, self.batch_idx = False, -1
+        self.fitting, self.continuing, self.batch_idx = False, False, -1
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self.fitting = stage == "fit"
+        self.trainer, self.fitting = trainer, stage == "fit"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A resumed run continues the run's record of its best, wherever its checkpoints now go
-        # (Lightning forgets the best when the folder differs). Testing or predicting from a
-        # checkpoint leaves this callback as it was.
-        if self.fitting:
+        # A run resumed from its own checkpoints (its folder, however spelled or reached)
+        # continues its record of its best (Lightning forgets the best when the spelling
+        # differs). Resumed from a checkpoint outside it (a copy), the record names files that
+        # are not this run's: it starts afresh. Testing or predicting leaves it as it was.
+        path = self.trainer.ckpt_path if self.fitting else None
+        self.continuing = bool(path and self.dirpath and in_folder(path, self.dirpath))
+        if self.continuing:
             super().load_state_dict({**state_dict, "dirpath": self.dirpath})
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        if trainer.ckpt_path and self.dirpath and in_folder(trainer.ckpt_path, self.dirpath):
+        if self.continuing:
             self.name_files_in(self.dirpath)
 
     def name_files_in(self, folder: str) -> None:

@@ -2,6 +2,7 @@
 validation or by max_time saved where it can resume, never a checkpoint of broken weights."""
 
 import json
+import shutil
 
 import lightning as L
 import pytest
@@ -115,6 +116,19 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tiny_run, workdir, cap
     assert exit_status(["export", "--ckpt_path=nan.ckpt"]) == 1
     assert capsys.readouterr().err.count("non-finite weights") == 2
     assert not (workdir / "model.onnx").exists()
+
+
+@SEVERAL_RUNS
+def test_a_resume_from_a_copied_checkpoint_keeps_a_best_of_its_own(tiny_mnist, workdir):
+    """A checkpoint copied out of its run starts a new run: the copy's record names the old
+    run's best.ckpt, which must never be what the new run tests or calls its best."""
+    run = ["fit", *tiny_args(tiny_mnist), DETERMINISTIC, "--seed_everything=3"]
+    main([*run, "--trainer.max_epochs=2", NO_TEST])  # the run the copy comes from: version_0
+    shutil.copy(workdir / "lightning_logs/version_0/checkpoints/last.ckpt", workdir / "copy.ckpt")
+    main([*run, "--trainer.max_epochs=3", "--ckpt_path=copy.ckpt"])  # a new run: version_1
+    best = (workdir / "lightning_logs/version_1/checkpoints/best.ckpt").resolve()
+    metrics = json.loads((best.parents[1] / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] == metrics["test_checkpoint"] == str(best)
 
 
 @SEVERAL_RUNS
