@@ -206,7 +206,8 @@ class DeletesTheRunFolder(L.Callback):
 
 
 def test_a_run_folder_deleted_mid_run_is_one_line(tiny_mnist, workdir, capsys):
-    args = ["fit", *tiny_args(tiny_mnist), "--trainer.max_epochs=3", "--data.batch_size=16"]
+    quick = ["--trainer.max_epochs=3", "--trainer.limit_train_batches=2"]
+    args = ["fit", *tiny_args(tiny_mnist), *quick]
     assert exit_status(args, [DeletesTheRunFolder()]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: lightning_logs/version_0 was deleted or moved while the run")
