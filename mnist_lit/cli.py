@@ -15,13 +15,11 @@ from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.tracking.folders import check_run_folders
-from mnist_lit.tracking.runs import place_logs
 from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
-from mnist_lit.training.random_states import check_seed
-from mnist_lit.training.resume import keys_given, prepare_checkpoint
+from mnist_lit.training.resume import prepare_command
 from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
 
 # jsonargparse imports whatever a `class_path` names while parsing, so a shared config.yaml could
@@ -90,12 +88,8 @@ class MNISTCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):  # not built with run=False
-            config = self.config[self.config.subcommand]
-            check_seed(config.get("seed_everything"))
-            place_logs(config)  # first: where `--ckpt_path last` looks depends on it
-            argv = args if isinstance(args, list) else sys.argv[1:]
-            given = keys_given([str(a) for a in argv], config)
-            prepare_checkpoint(self.config.subcommand, config, given)
+            argv = [str(a) for a in (args if isinstance(args, list) else sys.argv[1:])]
+            prepare_command(self.config.subcommand, self.config[self.config.subcommand], argv)
 
     def _set_seed(self) -> None:
         if self.subcommand in (None, "fit"):  # evaluations draw nothing at random: no "Seed set"

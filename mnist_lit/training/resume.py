@@ -19,13 +19,23 @@ from mnist_lit.tracking.runs import (
     checkpoint_finder,
     continue_run,
     place_evaluation_logs,
+    place_logs,
     recorded_config,
     run_of,
 )
 from mnist_lit.training.checkpoint_io import CheckpointError, read_checkpoint
+from mnist_lit.training.random_states import check_seed
 
 GROUPS = ("--model.", "--data.")  # the settings whose flags keys_given reads
 RUNS_DATA = ("data_dir", "val_size", "split_seed")  # where the images are, which validate
+
+
+def prepare_command(subcommand: str, config: Namespace, argv: list[str]) -> None:
+    """What a command's arguments decide before anything is built: the seed checked, where it
+    writes (first: where `--ckpt_path last` looks depends on it), and its checkpoint."""
+    check_seed(config.get("seed_everything"))
+    place_logs(config)
+    prepare_checkpoint(subcommand, config, keys_given(argv, config))
 
 
 def prepare_checkpoint(subcommand: str, config: Namespace, given: set[str] = frozenset()) -> None:
