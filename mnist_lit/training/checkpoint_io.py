@@ -6,6 +6,7 @@ import inspect
 import os
 import pickle
 import shutil
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written (disk full, folder gone, ...); earlier ones are intact."""
 
 
+# set while a checkpoint is written: Ctrl-C then waits for the write to end (interrupts.py), as
+# a KeyboardInterrupt inside torch's zip writer would come out as a failed write
+WRITING = threading.Event()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file in its destination folder, forces it to disk,
     then renames it over the destination. A process killed mid-write, or a full disk, leaves the
@@ -36,6 +42,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        WRITING.set()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed process
@@ -53,6 +60,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"could not write checkpoint {path}: {reason}. Checkpoints written before are "
                 "kept; free some space or choose another folder with --checkpoint.dirpath"
             ) from error
+        finally:
+            WRITING.clear()
 
 
 def write_failure(error: Exception, folder: Path) -> str:

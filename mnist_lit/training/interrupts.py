@@ -1,12 +1,15 @@
 """Ctrl-C stops a run every time. Python raises KeyboardInterrupt in whatever code runs when the
 signal arrives; inside a weakref callback or a `__del__` (the garbage collector runs them between
-any two steps) it is printed as "Exception ignored" and lost, and training would go on."""
+any two steps) it is printed as "Exception ignored" and lost, and training would go on; inside
+torch's writer of a checkpoint it would come out as a failed write."""
 
 import signal
 import threading
 from types import FrameType
 
 import lightning as L
+
+from mnist_lit.training.checkpoint_io import WRITING
 
 
 class CtrlCStops(L.Callback):
@@ -30,7 +33,8 @@ class CtrlCStops(L.Callback):
 
     def interrupt(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
-        raise KeyboardInterrupt
+        if not WRITING.is_set():  # else at the next batch's end, the checkpoint whole
+            raise KeyboardInterrupt
 
     def raise_if_lost(self, *args) -> None:
         if self.received:
