@@ -9,7 +9,7 @@ from jsonargparse import Namespace
 from matplotlib.figure import Figure
 
 from mnist_lit.sweeps.trial import SEED
-from mnist_lit.tracking.report import Run, check_output, parser, save
+from mnist_lit.tracking.report import Run, check_output, parser, save, whole_epochs
 from mnist_lit.tracking.report import run as report_runs
 from mnist_lit.tracking.runs import has_events, runs_below
 
@@ -60,6 +60,7 @@ def sweep_figure(folder: Path) -> Figure:
             )
             ax.fill_between(x, stacked.min(0), stacked.max(0), color=line.get_color(), alpha=0.2)
         ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"val/{metric}")
+        whole_epochs(ax)
         if metric == "loss":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

@@ -9,7 +9,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.errors import UserError
@@ -142,6 +144,11 @@ def single_run_figure(run: Run) -> Figure:
     return figure
 
 
+def whole_epochs(ax: Axes) -> None:
+    """Ticks at whole epochs: 1, 2, 3, not 0.96 to 1.04 around a one-epoch run's point."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def comparison_figure(runs: list[Run]) -> Figure:
     figure = Figure(figsize=(13, 5.5), layout="constrained")
     figure.suptitle("\n".join(run.headline() for run in runs), fontsize=11)
@@ -152,6 +159,7 @@ def comparison_figure(runs: list[Run]) -> Figure:
             ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=3, label=run.name)
         title = f"validation {LABELS[metric]}"
         ax.set(xlabel="epoch", ylabel=title, title=title)
+        whole_epochs(ax)
         if metric == "loss":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

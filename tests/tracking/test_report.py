@@ -73,6 +73,7 @@ def test_runs_are_compared_by_epoch_under_names_that_tell_them_apart(tiny_run, t
     assert accuracy.get_legend_handles_labels()[1] == ["a/version_0", "b/version_0"]
     assert list(accuracy.lines[0].get_xdata()) == [1, 2, 3]  # tiny_run's three epochs
     assert accuracy.get_xlabel() == "epoch"
+    assert all(float(tick).is_integer() for tick in accuracy.get_xticks())  # whole epochs
 
 
 def test_runs_written_before_the_tensorboard_tags_were_renamed_still_report(tmp_path):
