@@ -16,7 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.cli import ALLOW_MORE, MNISTCLI, Tools, make_cli
+from mnist_lit.cli import ALLOW_MORE, COMMANDS, MNISTCLI, Tools, make_cli
 from mnist_lit.errors import UserError
 
 # each module has parser() and run(options), and parse(argv) where it keeps unknown flags
@@ -38,7 +38,6 @@ TOOLS = {
         "Serve a web page where you draw a digit and see what the model reads.",
     ),
 }
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def tool_parsers() -> Tools:
@@ -56,7 +55,7 @@ def run(args: ArgsType = None, callbacks: list | None = None) -> MNISTCLI | Path
         tool = importlib.import_module(TOOLS[first][0])
         parse = getattr(tool, "parse", lambda argv: tool.parser().parse_args(argv))
         return tool.run(parse(argv[1:]))
-    tools = None if first in LIGHTNING_SUBCOMMANDS else tool_parsers()
+    tools = None if first in COMMANDS else tool_parsers()
     return make_cli(args, callbacks, tools=tools)
 
 

@@ -9,14 +9,13 @@ from collections.abc import Callable
 import lightning as L
 from jsonargparse import ArgumentParser, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.tracking.folders import check_run_folders
 from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
-from mnist_lit.training.checkpoint_io import AtomicCheckpointIO
+from mnist_lit.training.checkpoint_io import write_atomically
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
 from mnist_lit.training.resume import prepare_command
@@ -91,16 +90,13 @@ class MNISTCLI(LightningCLI):
             argv = [str(a) for a in (args if isinstance(args, list) else sys.argv[1:])]
             prepare_command(self.config.subcommand, self.config[self.config.subcommand], argv)
 
-    def _set_seed(self) -> None:
-        if self.subcommand in (None, "fit"):  # evaluations draw nothing at random: no "Seed set"
+    def _set_seed(self) -> None:  # evaluations draw nothing at random: no "Seed set" line
+        if self.subcommand in (None, "fit"):
             super()._set_seed()
 
     def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
         trainer = super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
-        # Lightning's writer unless the user configured another (a plugin in the trainer's
-        # config cannot be written back into config.yaml)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        write_atomically(trainer)
         return trainer
 
     def before_fit(self) -> None:

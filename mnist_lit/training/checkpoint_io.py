@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -62,6 +63,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from error
         finally:
             WRITING.clear()
+
+
+def write_atomically(trainer: L.Trainer) -> None:
+    """Use AtomicCheckpointIO unless the user configured another writer (a plugin in the
+    trainer's config could not be written back into config.yaml, so it is set here)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def write_failure(error: Exception, folder: Path) -> str:
