@@ -21,6 +21,7 @@ from mnist_lit.sweeps.file import (
 )
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
 from mnist_lit.sweeps.hparams import write_experiment
+from mnist_lit.sweeps.storage import HEARTBEAT_SECONDS, open_storage, storage_errors
 from mnist_lit.sweeps.trial import fit_command, fit_log, run_fit, seed_folder
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import normalize
@@ -85,8 +86,8 @@ def run(options: Namespace) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     url = options.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
-    with studies.storage_errors(url):
-        storage = studies.open_storage(url)
+    with storage_errors(url):
+        storage = open_storage(url)
         study = studies.open_study(storage, name, sweep, common_flags(options.trial_flags))
         studies.claim_folder(folder, study)
         write_experiment(folder, sweep, resolved)
@@ -105,7 +106,7 @@ def print_summary(options: Namespace) -> Path:
     url = options.storage or f"sqlite:///{(folder / 'optuna.db').resolve()}"
     if not options.storage and not (folder / "optuna.db").is_file():
         raise UserError(f"--summary {folder}: no optuna.db there; pass a sweep folder")
-    storage = studies.open_storage(url)
+    storage = open_storage(url)
     names = optuna.study.get_all_study_names(storage)
     name = options.name or (names[0] if len(names) == 1 else None)
     if name not in names:
@@ -140,7 +141,7 @@ class Worker:
                 if stopped_by := self.run_trial(trial):
                     return 128 + stopped_by
             elif self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                time.sleep(studies.HEARTBEAT_SECONDS)  # others' trials: finish them if lost
+                time.sleep(HEARTBEAT_SECONDS)  # others' trials: finish them if lost
             else:
                 return 0
 

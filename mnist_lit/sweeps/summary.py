@@ -1,5 +1,6 @@
-"""A sweep's summary: one row per setting with its seeds' mean ± std, min and max of
-val/acc_best, test/acc and training seconds, best validation first, read from the study (so it
+"""A sweep's summary: one row per setting with its seeds' mean ± std, 95% interval, min and max
+of val/acc_best, test/acc and training seconds, best validation first, and each setting
+compared with the first over the seeds both ran (significance.py); read from the study (so it
 needs no access to other machines' run folders), as Markdown and CSV."""
 
 import csv
@@ -13,12 +14,15 @@ import optuna
 from optuna.trial import TrialState
 
 from mnist_lit.sweeps.file import setting_label
+from mnist_lit.sweeps.significance import Comparison, interval, paired
 from mnist_lit.sweeps.study import retried
 from mnist_lit.tracking.metrics_file import normalize
 
-STATS = ("mean", "std", "min", "max")
+STATS = ("mean", "std", "min", "max", "ci_low", "ci_high")
+SELECTION = "val/acc_best"  # the figure that ranks and compares the settings
 # metrics.json's figures, and their column titles
 FIGURES = {"val/acc_best": "val/acc_best", "test/acc": "test/acc", "train_seconds": "training s"}
+ACCURACIES = ("val/acc_best", "test/acc")  # their 95% intervals are in the Markdown table too
 
 
 @dataclass
@@ -28,7 +32,10 @@ class Setting:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # by seed
 
     def values(self, figure: str) -> list[float]:
-        return [run[figure] for run in self.runs.values() if run.get(figure) is not None]
+        return list(self.by_seed(figure).values())
+
+    def by_seed(self, figure: str) -> dict[int, float]:
+        return {seed: run[figure] for seed, run in self.runs.items() if run.get(figure) is not None}
 
 
 @dataclass
@@ -46,6 +53,12 @@ class Summary:
         if not self.settings or ((self.failed or self.unfinished) and not self.choose_anyway):
             return None
         return self.settings[0]
+
+    def compared(self, setting: Setting) -> Comparison | None:
+        """`setting` against the first (the chosen one, when chosen), paired by seed."""
+        if setting is self.settings[0]:
+            return None
+        return paired(setting.by_seed(SELECTION), self.settings[0].by_seed(SELECTION))
 
 
 def summarise(study: optuna.Study, choose_anyway: bool = False) -> Summary:
@@ -70,7 +83,7 @@ def summarise(study: optuna.Study, choose_anyway: bool = False) -> Summary:
             failed.append(f"{label}{seed}: {trial.user_attrs.get('error', 'no reason recorded')}")
         elif trial.state != TrialState.PRUNED:
             unfinished += 1
-    ranked = sorted(settings.values(), key=lambda s: -mean(s.values("val/acc_best")))
+    ranked = sorted(settings.values(), key=lambda s: -mean(s.values(SELECTION)))
     return Summary(study.study_name, ranked, failed, unfinished, choose_anyway)
 
 
@@ -82,7 +95,9 @@ def stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys(STATS)
     std = statistics.stdev(values) if len(values) > 1 else None  # sample std over seeds
-    return {"mean": mean(values), "std": std, "min": min(values), "max": max(values)}
+    low, high = interval(values) or (None, None)
+    figures = {"mean": mean(values), "std": std, "min": min(values), "max": max(values)}
+    return {**figures, "ci_low": low, "ci_high": high}
 
 
 def cell(figure: str, value: float | None) -> str:
@@ -95,7 +110,10 @@ def markdown(summary: Summary) -> str:
     header = ["setting", "seeds"]
     for figure, title in FIGURES.items():
         unit = "" if figure == "train_seconds" else " (%)"
-        header += [f"{title}{unit} mean ± std", "min", "max"]
+        header += [f"{title}{unit} mean ± std", *(["95% CI"] * (figure in ACCURACIES))]
+        header += ["min", "max"]
+        if figure == SELECTION:
+            header += [f"Δ {SELECTION} vs first (points) [95% CI]", "p (paired t)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting in summary.settings:
         mark = " ← chosen" if setting is summary.chosen else ""
@@ -104,29 +122,86 @@ def markdown(summary: Summary) -> str:
             s = stats(setting.values(figure))
             spread = f" ± {cell(figure, s['std'])}" if s["std"] is not None else ""
             row += [cell(figure, s["mean"]) + spread]
+            if figure in ACCURACIES:
+                row += [span(figure, s["ci_low"], s["ci_high"])]
             row += [cell(figure, s["min"]), cell(figure, s["max"])]
+            if figure == SELECTION:
+                row += comparison_cells(summary.compared(setting))
         lines.append("| " + " | ".join(row) + " |")
-    notes = ["", "Chosen: the highest mean val/acc_best (selection never looks at test/acc)."]
+    return f"## Sweep {summary.name}\n\n" + "\n".join(lines + notes(summary)) + "\n"
+
+
+def span(figure: str, low: float | None, high: float | None) -> str:
+    return "–" if low is None else f"{cell(figure, low)} – {cell(figure, high)}"
+
+
+def comparison_cells(comparison: Comparison | None) -> list[str]:
+    if comparison is None:
+        return ["–", "–"]
+    if comparison.difference is None:
+        return ["no seed in common", "–"]
+    points = f"{100 * comparison.difference:+.2f}"
+    if comparison.interval is not None:
+        low, high = (100 * bound for bound in comparison.interval)
+        points += f" [{low:+.2f}, {high:+.2f}]" + (" tied" if comparison.tied else "")
+    p = f"{comparison.p:.3f}" if comparison.p is not None else "–"
+    seeds = f"{comparison.seeds} seed" + ("s" if comparison.seeds != 1 else "")
+    return [f"{points}, {seeds}", p]
+
+
+def notes(summary: Summary) -> list[str]:
+    lines = [
+        "",
+        f"Chosen: the highest mean {SELECTION} (selection never looks at test/acc). 95% CI: "
+        "t interval of the mean over seeds. Δ: each setting minus the first, paired by seed "
+        "over the seeds both ran; tied: its interval contains 0, so these seeds cannot tell "
+        "the two apart.",
+    ]
     if summary.settings and summary.chosen is None:
-        notes[1] = (
+        lines[1] = (
             "No setting chosen while trials failed or are unfinished: run the sweep again (a "
             "trial stopped or killed from outside resumes), or choose among the finished ones "
             "with `sweep --summary FOLDER --choose_anyway true`."
         )
-    notes += [f"Failed: {line}" for line in summary.failed]
+    if summary.settings and all(len(s.runs) < 2 for s in summary.settings):
+        lines.append("One seed per setting: no interval and no paired test; add seeds for them.")
+    first, others = summary.settings[0] if summary.settings else None, summary.settings[1:]
+    tied = [f"`{s.label}`" for s in others if summary.compared(s).tied]
+    if summary.chosen is not None and tied:
+        lines.append(
+            f"Not told apart from the chosen one by these seeds: {', '.join(tied)}; "
+            "more seeds may change the order."
+        )
+    for setting in others:
+        shared = summary.compared(setting).seeds
+        if shared < max(len(setting.runs), len(first.runs)):
+            lines.append(
+                f"`{setting.label}` ran {len(setting.runs)} seeds and `{first.label}` "
+                f"{len(first.runs)}: compared over the {shared} both ran."
+            )
+    lines += [f"Failed: {line}" for line in summary.failed]
     if summary.unfinished:
-        notes.append(f"Not finished yet: {summary.unfinished} trials (waiting or running).")
-    return f"## Sweep {summary.name}\n\n" + "\n".join(lines + notes) + "\n"
+        lines.append(f"Not finished yet: {summary.unfinished} trials (waiting or running).")
+    return lines
 
 
 def csv_text(summary: Summary) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     columns = [f"{f}_{s}" for f in FIGURES for s in STATS]
-    writer.writerow(["setting", "seeds", *columns, "chosen"])
+    paired_columns = ["seeds", "diff", "diff_low", "diff_high", "p", "tied"]
+    paired_titles = [f"paired_{column}" for column in paired_columns]
+    writer.writerow(["setting", "seeds", *columns, *paired_titles, "chosen"])
     for setting in summary.settings:
         figures = [stats(setting.values(f))[s] for f in FIGURES for s in STATS]
-        writer.writerow([setting.label, len(setting.runs), *figures, setting is summary.chosen])
+        comparison = summary.compared(setting)
+        compared = [None] * len(paired_columns)
+        if comparison is not None:
+            low, high = comparison.interval or (None, None)
+            compared = [comparison.seeds, comparison.difference, low, high, comparison.p]
+            compared.append(comparison.tied)
+        chosen = setting is summary.chosen
+        writer.writerow([setting.label, len(setting.runs), *figures, *compared, chosen])
     return out.getvalue()
 
 

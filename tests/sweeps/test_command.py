@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from mnist_lit.__main__ import main
-from mnist_lit.sweeps.study import open_storage
+from mnist_lit.sweeps.storage import open_storage
 from tests.helpers import REPO, module_command, module_env, run_module, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process

@@ -9,7 +9,8 @@ import yaml
 from mnist_lit.__main__ import main
 from mnist_lit.sweeps.file import read_sweep_file, setting_label
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags
-from mnist_lit.sweeps.study import open_storage, open_study
+from mnist_lit.sweeps.storage import open_storage
+from mnist_lit.sweeps.study import open_study
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

@@ -1,47 +1,28 @@
 """The sweep's Optuna study: each trial claimed once, lost trials handed back and counted once,
-a changed sweep refused, and the summary's statistics."""
+a changed sweep refused."""
 
-import csv
-import io
 import os
-import statistics
 import subprocess
 import threading
 from datetime import datetime
-from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
-import yaml
 from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from mnist_lit.sweeps import study as studies
 from mnist_lit.sweeps.file import read_sweep_file
 from mnist_lit.sweeps.flags import common_flags
-from mnist_lit.sweeps.summary import csv_text, markdown, summarise
-from tests.helpers import REPO
-
-FAST = str(REPO / "configs" / "fast.yaml")
-
-
-def sweep_file(folder: Path, **content) -> Path:
-    path = folder / "grid.yaml"
-    path.write_text(yaml.safe_dump({"configs": [FAST], **content}, sort_keys=False))
-    return path
-
-
-def grid_study(tmp_path: Path, lrs=(1e-3, 2e-3, 3e-3), seeds=(1, 2, 3, 4)):
-    sweep = read_sweep_file(sweep_file(tmp_path, seeds=list(seeds), grid={"model.lr": list(lrs)}))
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    storage = studies.open_storage(url)
-    return sweep, url, storage, studies.open_study(storage, "grid", sweep, [])
+from mnist_lit.sweeps.storage import StorageError, open_storage
+from mnist_lit.sweeps.summary import summarise
+from tests.sweeps.grids import grid_study, sweep_file
 
 
 def test_grid_is_stored_once_as_waiting_trials(tmp_path):
     sweep, url, storage, study = grid_study(tmp_path)
-    again = studies.open_study(studies.open_storage(url), "grid", sweep, [])  # a second worker
+    again = studies.open_study(open_storage(url), "grid", sweep, [])  # a second worker
     trials = again.get_trials()
     assert len(trials) == 3 * 4 and all(t.state == TrialState.WAITING for t in trials)
     assert {(t.params["model.lr"], t.params["seed"]) for t in trials} == {
@@ -54,7 +35,7 @@ def test_workers_claim_every_trial_exactly_once(tmp_path):
     claimed: list[int] = []
 
     def worker() -> None:  # each with its own connection, as separate processes have
-        storage = studies.open_storage(url)
+        storage = open_storage(url)
         study = optuna.load_study(study_name="grid", storage=storage)
         while (trial := studies.claim_waiting(study, storage)) is not None:
             claimed.append(trial.number)
@@ -82,7 +63,7 @@ def test_workers_starting_together_on_an_empty_database_all_join_one_study(
     def worker() -> None:
         start.wait()
         try:
-            storage = studies.open_storage(url)
+            storage = open_storage(url)
             studies_opened.append(studies.open_study(storage, "grid", sweep, []))
         except Exception as error:  # noqa: BLE001 (reported by the assertion below)
             errors.append(error)
@@ -100,9 +81,9 @@ def test_workers_starting_together_on_an_empty_database_all_join_one_study(
 def test_changed_sweep_or_flags_are_refused_naming_what_changed(tmp_path):
     sweep, url, storage, _ = grid_study(tmp_path)
     fewer = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3]}))
-    with pytest.raises(studies.StorageError, match=r"its seeds were \[1, 2, 3, 4\], now \[1, 2\]"):
+    with pytest.raises(StorageError, match=r"its seeds were \[1, 2, 3, 4\], now \[1, 2\]"):
         studies.open_study(storage, "grid", fewer, [])
-    with pytest.raises(studies.StorageError, match="its flags were"):
+    with pytest.raises(StorageError, match="its flags were"):
         studies.open_study(storage, "grid", sweep, [["trainer.max_epochs", "1"]])
 
 
@@ -139,43 +120,9 @@ def test_a_trial_whose_worker_died_is_handed_back_and_counted_once(tmp_path):
     assert summary.chosen.values("val/acc_best") == [0.9, 0.9]
 
 
-def test_summary_statistics_ranking_and_failures(tmp_path):
-    _, _, storage, study = grid_study(tmp_path, lrs=(1e-3, 3e-3), seeds=(1, 2))
-    figures = {  # (lr, seed) -> val/acc_best, test/acc, train_seconds
-        (1e-3, 1): (0.990, 0.980, 10.0),
-        (1e-3, 2): (0.970, 0.960, 14.0),
-        (3e-3, 1): (0.995, 0.990, 12.0),
-    }
-    while (trial := studies.claim_waiting(study, storage)) is not None:
-        key = (trial.params["model.lr"], trial.params["seed"])
-        if key not in figures:
-            trial.set_user_attr("error", "non-finite loss")
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        val, test, seconds = figures[key]
-        run = {"seed": key[1], "val/acc_best": val, "test/acc": test, "train_seconds": seconds}
-        trial.set_user_attr(f"run/{key[1]}", run)
-        study.tell(trial, val)
-    summary = summarise(study)
-    assert [s.label for s in summary.settings] == ["fast,lr=0.003", "fast,lr=0.001"]
-    assert summary.failed == ["fast,lr=0.003 seed 2: non-finite loss"]
-    assert summary.chosen is None  # its best setting may only be best by its failed seed
-    assert "← chosen" not in markdown(summary) and "No setting chosen" in markdown(summary)
-    summary = summarise(study, choose_anyway=True)
-    assert summary.chosen.label == "fast,lr=0.003"
-    table = markdown(summary)
-    std = statistics.stdev([0.990, 0.970])
-    assert f"| `fast,lr=0.001` | 2 | 98.00 ± {100 * std:.2f} | 97.00 | 99.00 |" in table
-    assert "| `fast,lr=0.003` ← chosen | 1 | 99.50 | 99.50 | 99.50 |" in table
-    rows = list(csv.DictReader(io.StringIO(csv_text(summary))))
-    assert rows[1]["setting"] == "fast,lr=0.001" and rows[1]["chosen"] == "False"
-    assert float(rows[1]["val/acc_best_mean"]) == pytest.approx(0.98)
-    assert float(rows[1]["train_seconds_std"]) == pytest.approx(statistics.stdev([10, 14]))
-
-
 def test_a_trial_silent_past_the_grace_period_is_handed_back(tmp_path):
     _, url, _, _ = grid_study(tmp_path, lrs=(1e-3,), seeds=(1,))
-    storage = studies.open_storage(url)
+    storage = open_storage(url)
     study = optuna.load_study(study_name="grid", storage=storage)
     trial = studies.claim_waiting(study, storage)
     storage.set_trial_user_attr(trial._trial_id, "worker", "another-machine:123")
@@ -204,15 +151,15 @@ def test_a_sweep_folder_belongs_to_the_study_that_started_its_runs(tmp_path):
     sweep, url, storage, study = grid_study(tmp_path)
     studies.claim_folder(folder, study)
     (folder / "fast,lr=0.001" / "seed_1").mkdir(parents=True)  # its runs begin
-    again = studies.open_study(studies.open_storage(url), "grid", sweep, [])  # a second worker
+    again = studies.open_study(open_storage(url), "grid", sweep, [])  # a second worker
     studies.claim_folder(folder, again)
     # the study is gone (optuna.db deleted) or another --storage: a new study, the old runs
     (tmp_path / "optuna.db").unlink()
     _, _, _, new = grid_study(tmp_path)
-    with pytest.raises(studies.StorageError, match="runs of the sweep study started .* not of"):
+    with pytest.raises(StorageError, match="runs of the sweep study started .* not of"):
         studies.claim_folder(folder, new)
     (folder / studies.STUDY_FILE).unlink()  # a folder of an earlier version, never marked
-    with pytest.raises(studies.StorageError, match="holds the runs of an earlier sweep"):
+    with pytest.raises(StorageError, match="holds the runs of an earlier sweep"):
         studies.claim_folder(folder, new)
     empty = tmp_path / "sweeps" / "other"
     empty.mkdir()
@@ -223,7 +170,7 @@ def test_a_sweep_folder_belongs_to_the_study_that_started_its_runs(tmp_path):
 
 def test_a_grid_half_stored_by_a_stopped_worker_is_completed_by_the_next(tmp_path, monkeypatch):
     sweep = read_sweep_file(sweep_file(tmp_path, seeds=[1, 2], grid={"model.lr": [1e-3, 2e-3]}))
-    storage = studies.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     store = studies.add_waiting
 
     def stopped_after_two(study, params, distributions):
