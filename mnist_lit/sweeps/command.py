@@ -21,7 +21,9 @@ from mnist_lit.sweeps.file import (
 )
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
 from mnist_lit.sweeps.hparams import write_experiment
+from mnist_lit.sweeps.pruning import prune_reason
 from mnist_lit.sweeps.storage import HEARTBEAT_SECONDS, open_storage, storage_errors
+from mnist_lit.sweeps.summary import SELECTION
 from mnist_lit.sweeps.trial import fit_command, fit_log, run_fit, seed_folder
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import normalize
@@ -159,6 +161,11 @@ class Worker:
         for seed in seeds:
             if f"run/{seed}" in trial.user_attrs:
                 continue  # finished before this trial was handed back
+            if reason := self.pruning(trial, label):
+                print(f"[{self.study.study_name}] {label}: pruned, {reason}")
+                trial.set_user_attr("pruned", reason)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                return None
             seed_runs = seed_folder(folder, seed)
             command = fit_command(config, setting, seed, self.flags, seed_runs)
             log = fit_log(seed_runs)
@@ -184,6 +191,21 @@ class Worker:
         records = [normalize(trial.user_attrs[f"run/{seed}"]) for seed in seeds]
         self.study.tell(trial, sum(r["val/acc_best"] for r in records) / len(records))
         return None
+
+    def pruning(self, trial: optuna.Trial, label: str) -> str | None:
+        """Why the setting's remaining seeds are not run (sweep files with `prune`); its seeds
+        so far are a grid's finished trials of the setting and a search trial's own runs."""
+        if self.sweep.prune is None:
+            return None
+        summary = sweep_summary.summarise(self.study)
+        if label in summary.pruned:  # a grid's next seed of a pruned setting
+            return summary.pruned[label][1]
+        own = next((s for s in summary.settings if s.label == label), None)
+        values = own.by_seed(SELECTION) if own else {}
+        for key, run in trial.user_attrs.items():
+            if key.startswith("run/"):
+                values[run["seed"]] = normalize(run)[SELECTION]
+        return prune_reason(summary, label, values, self.sweep.prune)
 
     def report(self, label: str, seed: int, result: dict) -> None:
         finished = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -15,7 +15,7 @@ import yaml
 from mnist_lit.errors import ConfigError
 from mnist_lit.training.random_states import check_seed
 
-FILE_KEYS = {"configs", "seeds", "grid", "search"}
+FILE_KEYS = {"configs", "seeds", "grid", "search", "prune"}
 MAX_GRID_TRIALS = 1000  # each is stored before any trains, a few milliseconds apiece
 SEARCH_KEYS = {"trials", "space"}
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -38,6 +38,7 @@ class SweepFile:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     space: dict[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
     trials: int = 0  # a search's budget of settings; 0 for a grid
+    prune: float | None = None  # stop a setting's seeds once it is below the best at this p
 
     @property
     def is_search(self) -> bool:
@@ -56,6 +57,7 @@ class SweepFile:
             "seeds": self.seeds,
             "grid": {key: [encode(v) for v in values] for key, values in self.grid.items()},
             "search": {"trials": self.trials, "space": {k: repr(d) for k, d in self.space.items()}},
+            **({"prune": self.prune} if self.prune is not None else {}),  # older studies match
         }
 
 
@@ -103,7 +105,20 @@ def read_sweep_file(path: Path) -> SweepFile:
             fail(path, f"its grid is {trials:,} trials (settings x seeds); {limit}: split it")
     if "search" in content:
         sweep.trials, sweep.space = read_search(path, content["search"])
+    if content.get("prune") is not None:
+        sweep.prune = read_prune(path, content["prune"], sweep.seeds)
     return sweep
+
+
+def read_prune(path: Path, prune: Any, seeds: list[int]) -> float:
+    """`prune: P`: a setting's remaining seeds are not run once it is below the best setting
+    with a one-sided p under P (pruning.py); its first two seeds always run."""
+    if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0 < prune < 1:
+        fail(path, f"prune must be a p-value between 0 and 1, e.g. 0.05, not {prune!r}")
+    if len(seeds) < 3:
+        fail(path, f"prune needs 3 seeds or more: a setting is compared after 2, so {seeds} "
+             "leaves no seed to save")  # fmt: skip
+    return float(prune)
 
 
 def read_configs(path: Path, configs: Any) -> dict[str, Path]:

@@ -44,6 +44,7 @@ class Summary:
     settings: list[Setting]  # best mean val/acc_best first
     failed: list[str]  # "label seed: reason" of trials that failed for good
     unfinished: int  # trials waiting or running
+    pruned: dict[str, tuple[int, str]] = field(default_factory=dict)  # label -> seeds, reason
     choose_anyway: bool = False  # choose among the finished settings despite failed trials
 
     @property
@@ -66,7 +67,7 @@ def summarise(study: optuna.Study, choose_anyway: bool = False) -> Summary:
     trials = study.get_trials(deepcopy=False)
     handed_back = retried(trials)
     settings: dict[str, Setting] = {}
-    failed, unfinished = [], 0
+    failed, unfinished, pruned = [], 0, {}
     for trial in trials:
         if trial.number in handed_back:
             continue  # a copy of it carries on
@@ -81,10 +82,15 @@ def summarise(study: optuna.Study, choose_anyway: bool = False) -> Summary:
         elif trial.state == TrialState.FAIL:
             seed = f" seed {trial.params['seed']}" if "seed" in trial.params else ""
             failed.append(f"{label}{seed}: {trial.user_attrs.get('error', 'no reason recorded')}")
-        elif trial.state != TrialState.PRUNED:
+        elif trial.state == TrialState.PRUNED:  # its seeds so far: a search's own, a grid's
+            seeds = sum(key.startswith("run/") for key in trial.user_attrs)  # ... in settings
+            pruned[label] = (seeds, trial.user_attrs.get("pruned", "no reason recorded"))
+        else:
             unfinished += 1
+    for label, (seeds, reason) in pruned.items():
+        pruned[label] = (len(settings.pop(label).runs) if label in settings else seeds, reason)
     ranked = sorted(settings.values(), key=lambda s: -mean(s.values(SELECTION)))
-    return Summary(study.study_name, ranked, failed, unfinished, choose_anyway)
+    return Summary(study.study_name, ranked, failed, unfinished, pruned, choose_anyway)
 
 
 def mean(values: list[float]) -> float:
@@ -179,6 +185,7 @@ def notes(summary: Summary) -> list[str]:
                 f"`{setting.label}` ran {len(setting.runs)} seeds and `{first.label}` "
                 f"{len(first.runs)}: compared over the {shared} both ran."
             )
+    lines += [f"Pruned: `{k}` after {n} seeds: {why}" for k, (n, why) in summary.pruned.items()]
     lines += [f"Failed: {line}" for line in summary.failed]
     if summary.unfinished:
         lines.append(f"Not finished yet: {summary.unfinished} trials (waiting or running).")
