@@ -3,12 +3,15 @@ of a quick, quiet run on them, the CLI in this process or its own, and readers o
 leave (TensorBoard scalars, CSV files)."""
 
 import csv
+import json
 import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +116,15 @@ def scalars(run: Path, tag: str) -> list[float]:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as file:
         return list(csv.DictReader(file))
+
+
+def get_json(url: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

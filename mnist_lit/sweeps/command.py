@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from mnist_lit.errors import UserError
 from mnist_lit.sweeps import study as studies
 from mnist_lit.sweeps import summary as sweep_summary
+from mnist_lit.sweeps.bands import write_bands
 from mnist_lit.sweeps.file import (
     SweepFileError,
     read_sweep_file,
@@ -97,7 +98,7 @@ def run(options: Namespace) -> Path:
         summary = sweep_summary.summarise(study, options.choose_anyway)
     print(sweep_summary.markdown(summary))
     print("Wrote " + ", ".join(map(str, sweep_summary.write(summary, folder))))
-    print(f"TensorBoard: tensorboard --logdir {folder}")
+    print_tensorboard(folder)
     if status or summary.failed:
         raise SystemExit(status or 1)
     return folder
@@ -116,7 +117,14 @@ def print_summary(options: Namespace) -> Path:
     study = optuna.load_study(study_name=name, storage=storage)
     summary = sweep_summary.summarise(study, options.choose_anyway)
     print(sweep_summary.markdown(summary))
+    print_tensorboard(folder)
     return folder
+
+
+def print_tensorboard(folder: Path) -> None:
+    """Each setting's seeds as a mean with a band (SETTING/mean runs), and where to see them."""
+    if write_bands(folder):
+        print(f"TensorBoard: tensorboard --logdir {folder} (Custom Scalars: each setting's band)")
 
 
 class Worker:

@@ -19,7 +19,7 @@ from tensorboard.plugins.hparams import metadata
 
 from mnist_lit.__main__ import main
 from mnist_lit.sweeps.storage import open_storage
-from tests.helpers import REPO, module_command, module_env, run_module, tiny_args
+from tests.helpers import REPO, module_command, module_env, run_module, scalars, tiny_args
 
 pytestmark = pytest.mark.slow  # each trial is a `python -m mnist_lit fit` process
 FAST = str(REPO / "configs" / "fast.yaml")
@@ -74,6 +74,13 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
         assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
     best = max(rows.values(), key=lambda row: float(row["val/acc_best_mean"]))
     assert best["chosen"] == "True"
+    # each setting's band in TensorBoard: its seeds' own validation accuracy, by epoch
+    for setting in rows:
+        seeds = [scalars(run, "accuracy/val") for run in folder.glob(f"{setting}/seed_*/version_0")]
+        for statistic in (statistics.fmean, min, max):
+            expected = [statistic(values) for values in zip(*seeds)]
+            tag = f"seeds/val_acc_{statistic.__name__.replace('fmean', 'mean')}"
+            assert scalars(folder / setting / "mean", tag) == pytest.approx(expected)
     # TensorBoard's HParams tab: the sweep's experiment names the varied keys as its columns,
     # and the trials add their values without experiments of their own to compete with it
     assert hparams_columns(folder) == ["model/lr", "seed"]  # swept, then the seeds

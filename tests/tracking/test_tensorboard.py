@@ -1,11 +1,9 @@
 """What a run leaves for TensorBoard and the report, read back with TensorBoard's own readers."""
 
 import io
-import json
 import re
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -20,7 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.__main__ import main
 from mnist_lit.tracking.pictures import PredictionPictures
-from tests.helpers import SEVERAL_RUNS, free_port, tiny_args
+from tests.helpers import SEVERAL_RUNS, free_port, get_json, tiny_args
 
 SCALARS = [
     "loss/train_step", "accuracy/train_step", "loss/train", "accuracy/train", "lr",
@@ -155,18 +153,6 @@ def test_worst_mistakes_are_the_highest_loss_errors():
     assert worst_images[:, 0, 0, 0].tolist() == [2.0, 3.0]
     assert pictures.confusion.compute().sum() == 4
     assert pictures.first[2].tolist() == [0, 1]
-
-
-def get_json(url: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return json.load(response)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 @pytest.mark.slow  # a real subprocess
