@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the strokes and the browser driving are the tests' own
 
-from tests.browser import DIGIT_STROKES, chromium_page, clear, read_drawn, serving_demo  # noqa: E402
+from tests.inference.browser import DIGIT_STROKES, chromium_page, clear, read_drawn, serving_demo  # noqa: E402
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ leave (TensorBoard scalars, CSV files)."""
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +130,29 @@ def get_json(url: str, timeout: float = 60.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def find_chromium() -> str | None:
+    """Debian's package installs `chromium`; other systems name it otherwise."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+@contextmanager
+def headless_page(url: str):
+    """A headless Chromium tab (through Playwright) on `url`, 1300x1000, with every address it
+    asked for in `page.requested`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.requested = []
+            page.on("request", lambda request: page.requested.append(request.url))
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()

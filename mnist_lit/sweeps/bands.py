@@ -50,6 +50,12 @@ def seed_curves(runs: list[Path], metric: str) -> np.ndarray:
     return np.stack([curve[:epochs] for curve in curves])
 
 
+def mean_curve(seed_folders: list[Path], metric: str = "val/acc") -> np.ndarray:
+    """The mean of `metric` per epoch over the runs in `seed_folders` (a trial's seeds)."""
+    runs = [run for seeds in seed_folders for run in runs_below(seeds) if has_events(run)]
+    return seed_curves(runs, metric).mean(axis=0) if runs else np.empty(0)
+
+
 def write_bands(folder: Path) -> list[Path]:
     """SETTING/mean for every setting of the sweep in `folder`; the runs written."""
     written = []

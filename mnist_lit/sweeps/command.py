@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from mnist_lit.errors import UserError
 from mnist_lit.sweeps import study as studies
 from mnist_lit.sweeps import summary as sweep_summary
-from mnist_lit.sweeps.bands import write_bands
+from mnist_lit.sweeps.bands import mean_curve, write_bands
 from mnist_lit.sweeps.file import (
     SweepFileError,
     read_sweep_file,
@@ -96,6 +96,7 @@ def run(options: Namespace) -> Path:
         write_experiment(folder, sweep, resolved)
         status = Worker(sweep, study, storage, folder, options.trial_flags).work()
         summary = sweep_summary.summarise(study, options.choose_anyway)
+        study.set_user_attr("summary", sweep_summary.markdown(summary))  # for optuna-dashboard
     print(sweep_summary.markdown(summary))
     print("Wrote " + ", ".join(map(str, sweep_summary.write(summary, folder))))
     print_tensorboard(folder)
@@ -197,6 +198,9 @@ class Worker:
             trial.set_user_attr(f"run/{seed}", {"seed": seed, **outcome.result})
             self.report(label, seed, outcome.result)
         records = [normalize(trial.user_attrs[f"run/{seed}"]) for seed in seeds]
+        # the validation curve, for Optuna's own tools (optuna-dashboard's intermediate values)
+        for epoch, value in enumerate(mean_curve([seed_folder(folder, s) for s in seeds]), 1):
+            trial.report(float(value), epoch)
         self.study.tell(trial, sum(r["val/acc_best"] for r in records) / len(records))
         return None
 

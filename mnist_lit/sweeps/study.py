@@ -61,6 +61,10 @@ def store_trials(study: optuna.Study, sweep: SweepFile, expected: dict) -> None:
         study.set_user_attr("started", f"{now} by {worker_id()} ({uuid.uuid4().hex[:8]})")
     if "sweep" not in study.user_attrs:
         study.set_user_attr("sweep", expected)
+        # the files themselves, for whoever reads the study alone (optuna-dashboard)
+        study.set_user_attr("sweep_file", sweep.path.read_text())
+        for name, config in sweep.configs.items():
+            study.set_user_attr(f"config/{name}", config.read_text())
     stored = [trial.params for trial in study.get_trials(deepcopy=False)]
     for setting in sweep.grid_settings() if not sweep.is_search else []:
         for seed in sweep.seeds:

@@ -3,7 +3,6 @@ headless Chromium (Debian's `chromium`, through Playwright), digits drawn with p
 Used by tests/test_demo.py and benchmarks/demo_digits.py."""
 
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -13,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
 from mnist_lit.inference.demo import PROMPT
-from tests.helpers import free_port, module_command, module_env
+from tests.helpers import free_port, headless_page, module_command, module_env
 
 
 def arc(cx, cy, rx, ry, start, end, points=16) -> list[tuple[float, float]]:
@@ -38,14 +36,6 @@ DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
     8: [[(0.5 - 0.2 * np.sin(2 * t), 0.5 - 0.34 * np.cos(t)) for t in np.linspace(0, 6.3, 40)]],
     9: [arc(0.5, 0.33, 0.19, 0.18, 0.0, 1.0, 24) + [(0.67, 0.4), (0.62, 0.87)]],
 }
-
-
-def find_chromium() -> str | None:
-    """Debian's package installs `chromium`; other systems name it otherwise."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
 
 
 @contextmanager
@@ -86,20 +76,12 @@ def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0, env: dict 
 
 @contextmanager
 def chromium_page(url: str):
-    """A headless Chromium tab on `url`, 1300x1000, with every address it asked for in
-    `page.requested`."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.requested = []
-            page.on("request", lambda request: page.requested.append(request.url))
-            page.goto(url)
-            page.wait_for_selector("#sketchpad canvas", timeout=60_000)
-            brush_chosen(page)
-            yield page
-        finally:
-            browser.close()
+    """The demo's page in headless Chromium (helpers.headless_page), once its sketchpad is
+    ready, with the brush chosen."""
+    with headless_page(url) as page:
+        page.wait_for_selector("#sketchpad canvas", timeout=60_000)
+        brush_chosen(page)
+        yield page
 
 
 # what the page says once it has read an image: its reading, or why it could not

@@ -19,7 +19,7 @@ from mnist_lit.__main__ import main
 from mnist_lit.images import MAX_PIXELS, ImageError
 from mnist_lit.inference.reader import DigitReader
 from mnist_lit.training.checkpoint_io import CheckpointError
-from tests.helpers import REAL_DATA, REPO
+from tests.helpers import REAL_DATA, REPO, find_chromium
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def demo_page(reading_model):
     pytest.importorskip("playwright")
     from tests.inference import browser
 
-    if browser.find_chromium() is None:
+    if find_chromium() is None:
         pytest.skip("no Chromium here (Debian: apt-get install chromium)")
     with (
         browser.serving_demo(reading_model, reading_model.parents[3]) as (url, _),

@@ -81,6 +81,14 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tin
             expected = [statistic(values) for values in zip(*seeds)]
             tag = f"seeds/val_acc_{statistic.__name__.replace('fmean', 'mean')}"
             assert scalars(folder / setting / "mean", tag) == pytest.approx(expected)
+    # Optuna's own tools read the same: each trial's validation curve, the files, the summary
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{folder / 'optuna.db'}")
+    for trial in study.trials:
+        run = folder.glob(f"*/seed_{trial.params['seed']}/version_0")
+        run = next(r for r in run if f"lr={trial.params['model.lr']:.4g}" in str(r))
+        assert list(trial.intermediate_values.values()) == scalars(run, "accuracy/val")
+    assert study.user_attrs["sweep_file"] == grid.read_text()
+    assert study.user_attrs["summary"] == (folder / "summary.md").read_text()
     # TensorBoard's HParams tab: the sweep's experiment names the varied keys as its columns,
     # and the trials add their values without experiments of their own to compete with it
     assert hparams_columns(folder) == ["model/lr", "seed"]  # swept, then the seeds
