@@ -1,6 +1,8 @@
 """`mnist-lit report`: for a sweep's folder, each setting's validation curves by epoch
 (settings may differ in batch size, so steps would not line up), the mean over its seeds as a
-line and their range as a band; for runs, tracking/report.py's pictures."""
+line and their range as a band; for two or more settings' folders (of one sweep or several),
+the same picture of them and each compared with the first over their shared seeds; for runs,
+tracking/report.py's pictures."""
 
 from pathlib import Path
 
@@ -9,26 +11,81 @@ from jsonargparse import Namespace
 from matplotlib.figure import Figure
 
 from mnist_lit.sweeps.bands import seed_curves, sweep_runs
+from mnist_lit.sweeps.significance import Comparison, paired
+from mnist_lit.sweeps.trial import SEED
+from mnist_lit.tracking.metrics_file import read_metrics
 from mnist_lit.tracking.report import check_output, parser, save, whole_epochs
 from mnist_lit.tracking.report import run as report_runs
+from mnist_lit.tracking.runs import metrics_path, newest, runs_below
 
 __all__ = ["parser", "run"]  # the subcommand takes the runs' report's arguments
 
 
 def run(options: Namespace) -> Path:
-    if len(options.runs) == 1 and sweep_runs(Path(options.runs[0])):
-        check_output(options.output)
-        folder = Path(options.runs[0])
-        path = save(sweep_figure(folder), options.output or folder / "report.png", options.dpi)
-        print(f"Wrote {path}")
-        return path
-    return report_runs(options)
+    folders = [Path(path) for path in options.runs]
+    if len(folders) == 1 and (settings := sweep_runs(folders[0])):
+        title = f"sweep {folders[0].name}"
+        output = options.output or folders[0] / "report.png"
+    elif len(folders) > 1 and all(seed_runs(folder) for folder in folders):
+        settings = compare(folders)
+        title = " vs ".join(settings)
+        output = options.output or folders[0] / "compare.png"
+    else:
+        return report_runs(options)
+    check_output(options.output)
+    path = save(bands_figure(settings, title), output, options.dpi)
+    print(f"Wrote {path}")
+    return path
 
 
-def sweep_figure(folder: Path) -> Figure:
-    settings = sweep_runs(folder)
+def seed_runs(setting: Path) -> dict[int, Path]:
+    """A setting's folder's finished runs by seed (SETTING/seed_S/version_N with metrics.json)."""
+    found = {}
+    for seeds in setting.glob(f"{SEED}*"):
+        seed = seeds.name.removeprefix(SEED)
+        finished = newest([metrics_path(run) for run in runs_below(seeds)])
+        if finished and seed.lstrip("-").isdigit():
+            found[int(seed)] = finished.parent
+    return dict(sorted(found.items()))
+
+
+def compare(folders: list[Path]) -> dict[str, list[Path]]:
+    """Print each setting against the first, paired by seed; their runs by label."""
+    names = [folder.name for folder in folders]
+    labels = [f.name if names.count(f.name) == 1 else f"{f.parent.name}/{f.name}" for f in folders]
+    runs = {label: seed_runs(folder) for label, folder in zip(labels, folders)}
+    figures = {
+        label: {seed: read_metrics(run) for seed, run in by_seed.items()}
+        for label, by_seed in runs.items()
+    }
+    first = labels[0]
+    for label in labels[1:]:
+        print(f"{label} vs {first}:")
+        for figure in ("val/acc_best", "test/acc"):
+            values = [
+                {s: m[figure] for s, m in figures[name].items() if m.get(figure) is not None}
+                for name in (label, first)
+            ]
+            print(f"  {figure}: {describe(paired(*values))}")
+    return {label: list(by_seed.values()) for label, by_seed in runs.items()}
+
+
+def describe(comparison: Comparison) -> str:
+    if comparison.difference is None:
+        return "no seed in common"
+    text = f"{100 * comparison.difference:+.2f} points"
+    if comparison.interval is None:
+        return f"{text} on 1 shared seed: no interval"
+    low, high = (100 * bound for bound in comparison.interval)
+    p = f", p = {comparison.p:.3f}" if comparison.p is not None else ""
+    verdict = "not told apart" if comparison.tied else "a real difference"
+    seeds = f"paired t over {comparison.seeds} shared seeds"
+    return f"{text} [95% CI {low:+.2f}, {high:+.2f}]{p} ({seeds}): {verdict}"
+
+
+def bands_figure(settings: dict[str, list[Path]], title: str) -> Figure:
     figure = Figure(figsize=(13, 5.5), layout="constrained")
-    figure.suptitle(f"sweep {folder.name}: validation by epoch, mean over seeds (band: min-max)")
+    figure.suptitle(f"{title}: validation by epoch, mean over seeds (band: min-max)")
     for ax, metric in zip(figure.subplots(1, 2), ("acc", "loss")):
         for label, runs in settings.items():
             stacked = seed_curves(runs, f"val/{metric}")

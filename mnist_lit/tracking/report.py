@@ -204,7 +204,10 @@ def report(paths: list[Path], output: Path | None = None, dpi: int = 150) -> Pat
 def parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mnist-lit report", description=__doc__)
     parser.add_argument(
-        "runs", nargs="+", type=Path, help="run folders, lightning_logs/, or a sweep's folder"
+        "runs",
+        nargs="+",
+        type=Path,
+        help="run folders, lightning_logs/, a sweep's folder, or its settings' folders to compare",
     )
     parser.add_argument(
         "--output", type=Path | None, help="picture: .png, .pdf or .svg (default: RUN/report.png)"
