@@ -79,11 +79,27 @@ def test_test_after_fit_can_be_switched_off(tiny_mnist, workdir, capsys):
     assert "val/acc_best" in metrics and "test/acc" not in metrics
     # fit ends by saying where its results are and how to see them
     printed = capsys.readouterr().out
-    assert "Run: lightning_logs/version_0/ (metrics.json" in printed
+    files = "config.yaml, hparams.yaml, metrics.json, TensorBoard events"
+    assert f"Run: lightning_logs/version_0/ ({files})" in printed
     best = "lightning_logs/version_0/checkpoints/best.ckpt"
     assert f"Best checkpoint: {best} (val/acc {metrics['val/acc_best']:.4f})" in printed
     curves = "tensorboard --logdir lightning_logs, then http://localhost:6006/#custom_scalars\n"
     assert f"Curves: {curves}" in printed
+
+
+def test_another_logger_is_named_by_its_files_and_no_tensorboard_is_offered(
+    tiny_mnist, workdir, capsys
+):
+    csv_logger = [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir=.",
+    ]
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--test_after_fit=false"]
+    main(["fit", *tiny_args(tiny_mnist), *quick, *csv_logger])
+    printed = capsys.readouterr().out
+    files = "config.yaml, hparams.yaml, metrics.csv, metrics.json"
+    assert f"Run: lightning_logs/version_0/ ({files})" in printed
+    assert "tensorboard" not in printed.lower() and "report" not in printed
 
 
 def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdir, capsys):
@@ -97,7 +113,9 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdi
     main(["test", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     test_metrics = json.loads((run / "test" / "metrics.json").read_text())
     assert test_metrics["test_checkpoint"] == str(Path(ckpt).resolve())
-    assert "Results: lightning_logs/version_0/test/ (metrics.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    files = "config.yaml, hparams.yaml, metrics.json, TensorBoard events"
+    assert f"Results: lightning_logs/version_0/test/ ({files})" in printed
 
     main(["predict", *tiny_args(tiny_mnist), f"--ckpt_path={ckpt}"])
     # each evaluation wrote into the run it evaluated, none posing as a run of its own

@@ -17,8 +17,8 @@ from mnist_lit.tracking.folders import reporting_full_disk
 from mnist_lit.tracking.metrics_file import MetricsFile
 from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
-from mnist_lit.tracking.runs import no_empty_run_left, run_folder
-from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics
+from mnist_lit.tracking.runs import EVENTS, no_empty_run_left, run_folder
+from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics, tensorboard
 from mnist_lit.training.checkpointing import FiniteLossGuard
 from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
 from mnist_lit.training.interrupts import CtrlCStops
@@ -98,18 +98,18 @@ class MNISTTrainer(L.Trainer):
         run = run_folder(self)  # every process: under DDP this is a collective call
         if not self.is_global_zero:
             return
-        lines = [f"Run: {run}/ (metrics.json, config.yaml, TensorBoard events)"]
+        lines = [f"Run: {run}/ ({run_files(run)})"]
         checkpoint = self.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             score = checkpoint.best_model_score
             best = Path(checkpoint.best_model_path)
             lines.append(f"Best checkpoint: {best} (val/acc {score:.4f})")
-        # Time Series (the first screen) shows accuracy and loss; Custom Scalars puts training
-        # beside validation in one chart each
-        lines.append(
-            f"Curves: tensorboard --logdir {run.parent}, then http://localhost:6006/#custom_scalars"
-        )
-        lines.append(f"Picture: python -m mnist_lit report {run}")
+        if tensorboard(self) is not None:  # the report draws TensorBoard's events
+            # Time Series (the first screen) shows accuracy and loss; Custom Scalars puts
+            # training beside validation in one chart each
+            tab = "http://localhost:6006/#custom_scalars"
+            lines.append(f"Curves: tensorboard --logdir {run.parent}, then {tab}")
+            lines.append(f"Picture: python -m mnist_lit report {run}")
         print("\n".join(lines))
 
     def validate(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
@@ -122,7 +122,7 @@ class MNISTTrainer(L.Trainer):
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
         with reporting_full_disk(self), no_empty_run_left(self):
             results = super().validate(*args, **kwargs)
-        self.print_evaluation("TensorBoard events, config.yaml")
+        self.print_evaluation()
         return results
 
     def test(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
@@ -135,16 +135,18 @@ class MNISTTrainer(L.Trainer):
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
         with reporting_full_disk(self), no_empty_run_left(self):
             results = super().test(*args, **kwargs)
-        self.print_evaluation("metrics.json, TensorBoard events, config.yaml")
+        self.print_evaluation()
         return results
 
-    def print_evaluation(self, contents: str) -> None:
+    def print_evaluation(self) -> None:
         """Where a validate or test run wrote its results (see runs.place_evaluation_logs)."""
         if self.logger is None:
             return
         folder = run_folder(self)  # every process: under DDP this is a collective call
         if self.is_global_zero:
-            print(f"Results: {folder}/ ({contents})\nCurves: tensorboard --logdir {folder}")
+            print(f"Results: {folder}/ ({run_files(folder)})")
+            if tensorboard(self) is not None:
+                print(f"Curves: tensorboard --logdir {folder}")
 
     def predict(
         self,
@@ -175,6 +177,16 @@ class MNISTTrainer(L.Trainer):
         if not writer.written:  # no input could be read, so Lightning predicted nothing
             writer.write(self)
         return predictions
+
+
+EVENTS_PREFIX = EVENTS.rstrip("*")
+
+
+def run_files(run: Path) -> str:
+    """What the run folder holds: its files by name, TensorBoard's events as such."""
+    names = sorted(path.name for path in run.iterdir() if path.is_file())
+    shown = [name for name in names if not name.startswith(EVENTS_PREFIX)]
+    return ", ".join(shown + ["TensorBoard events"] * (len(shown) < len(names)))
 
 
 def require_checkpoint(ckpt_path: str | None, untrained: bool) -> None:
