@@ -14,12 +14,11 @@ import pytest
 from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import TOOLS, main
-from mnist_lit.cli import COMMANDS
+from mnist_lit.cli import COMMANDS, MNISTCLI
 from mnist_lit.inference.reader import checkpoint_file
 from mnist_lit.sweeps.file import read_sweep_file
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags
 from mnist_lit.tracking.runs import RUNS
-from mnist_lit.training.trainer import MNISTTrainer
 from tests.helpers import REPO, exit_status, write_mnist
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -71,14 +70,15 @@ def project(tmp_path_factory, tiny_run):
 @pytest.fixture
 def in_project(project, monkeypatch):
     """Inside the project; MNIST's checksums are not the tiny digits', and no method of the
-    Trainer runs: the ones called, with their arguments."""
+    Trainer runs: the subcommands called, with their arguments."""
     monkeypatch.chdir(project)
     monkeypatch.setattr("mnist_lit.data.verify_checksums", lambda data_dir: None)
     called = {}
-    for method in COMMANDS:
-        monkeypatch.setattr(
-            MNISTTrainer, method, lambda self, *a, _m=method, **kw: called.setdefault(_m, kw)
-        )
+
+    def run_subcommand(cli, subcommand: str) -> None:  # instead of the Trainer's method
+        called[subcommand] = cli._prepare_subcommand_kwargs(subcommand)
+
+    monkeypatch.setattr(MNISTCLI, "_run_subcommand", run_subcommand)
     return called
 
 
