@@ -35,6 +35,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output, self.overwrite = output, overwrite
         self.written = False
+        self.summary = ""  # what was written, said once the predict loop (and its bar) ended
 
     def check_output(self) -> None:
         """Refuse an output that could not be written, before the work rather than after it."""
@@ -49,7 +50,7 @@ class PredictionWriter(BasePredictionWriter):
         check_writable(self.output.parent, "--predictions_file")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.written = False
+        self.written, self.summary = False, ""
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dl_idx)
@@ -86,7 +87,9 @@ class PredictionWriter(BasePredictionWriter):
             rows = {} if probs is None else dict(zip(positions.tolist(), probs.tolist()))
             write_atomically(path, csv_rows(inputs.names, rows, inputs.errors))
             failed = len(inputs.errors)
-            print(f"Predicted {len(rows)} images ({failed} could not be read); wrote {path}")
+            self.summary = (
+                f"Predicted {len(rows)} images ({failed} could not be read); wrote {path}"
+            )
 
 
 def free_name(path: Path, overwrite: bool) -> Path:

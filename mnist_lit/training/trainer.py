@@ -176,6 +176,8 @@ class MNISTTrainer(L.Trainer):
             predictions = super().predict(*args, **kwargs)
         if not writer.written:  # no input could be read, so Lightning predicted nothing
             writer.write(self)
+        if writer.summary:  # after the progress bar's last line
+            print(writer.summary)
         return predictions
 
 

@@ -169,3 +169,11 @@ def test_prediction_rows_round_trip_for_any_file_names(names, unreadable, folder
     for position, row in enumerate(rows[1:]):
         assert (row[-1] != "") == (position in errors)
         assert row[1] == ("" if position in errors else "9")
+
+
+def test_what_predict_wrote_is_said_after_its_progress_bar(checkpoint_and_data, capsys):
+    checkpoint, data = checkpoint_and_data
+    predict(checkpoint, data, "--trainer.enable_progress_bar=true")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert any("Predicting" in line for line in printed)  # the bar drew here
+    assert printed[-1].startswith("Predicted 100 images (0 could not be read); wrote ")
