@@ -28,7 +28,7 @@ def run(options: Namespace) -> Path:
         output = options.output or folders[0] / "report.png"
     elif len(folders) > 1 and all(seed_runs(folder) for folder in folders):
         settings = compare(folders)
-        title = " vs ".join(settings)
+        title = f"{len(settings)} settings compared"
         output = options.output or folders[0] / "compare.png"
     else:
         return report_runs(options)

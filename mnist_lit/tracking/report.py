@@ -146,7 +146,8 @@ def single_run_figure(run: Run) -> Figure:
 
 def whole_epochs(ax: Axes) -> None:
     """Ticks at whole epochs: 1, 2, 3, not 0.96 to 1.04 around a one-epoch run's point."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # a single tick is enough: with the default two, one point falls back to fractional ticks
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def comparison_figure(runs: list[Run]) -> Figure:

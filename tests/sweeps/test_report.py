@@ -8,6 +8,8 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from mnist_lit.__main__ import main
+from mnist_lit.sweeps.bands import sweep_runs
+from mnist_lit.sweeps.report import bands_figure
 
 T_2DF = 4.302653  # Student's t for a two-sided 95% interval with 2 degrees of freedom (a table)
 
@@ -42,6 +44,20 @@ def test_two_settings_are_compared_over_their_shared_seeds(tmp_path, capsys):
     ) in printed
     assert "  test/acc: +0.00 points" in printed  # equal on every seed
     assert output == first / "compare.png" and output.stat().st_size > 10_000
+
+
+def test_one_epoch_settings_are_drawn_on_whole_epochs(tmp_path):
+    a = write_setting(tmp_path, "a", {1: (0.99, 0.99)})
+    (a / "seed_1" / "version_0" / "metrics.json").unlink()  # only the curve matters here
+    for event in (a / "seed_1" / "version_0").iterdir():  # one epoch, not two
+        event.unlink()
+    with SummaryWriter(str(a / "seed_1" / "version_0")) as writer:
+        writer.add_scalar("accuracy/val", 0.99, 100)
+        writer.add_scalar("loss/val", 0.01, 100)
+    accuracy = bands_figure(sweep_runs(tmp_path), "one epoch").axes[0]
+    accuracy.figure.canvas.draw()  # ticks are chosen when drawn
+    assert list(accuracy.lines[0].get_xdata()) == [1]
+    assert all(float(tick).is_integer() for tick in accuracy.get_xticks())  # not 0.96-1.04
 
 
 def test_settings_without_a_seed_in_common_say_so(tmp_path, capsys):
