@@ -124,7 +124,12 @@ def print_summary(options: Namespace) -> Path:
 
 def print_tensorboard(folder: Path) -> None:
     """Each setting's seeds as a mean with a band (SETTING/mean runs), and where to see them."""
-    if write_bands(folder):
+    try:
+        written = write_bands(folder)
+    except OSError as error:  # a folder this user may read but not write (--summary)
+        print(f"TensorBoard: tensorboard --logdir {folder} (no bands: {error})")
+        return
+    if written:
         print(f"TensorBoard: tensorboard --logdir {folder} (Custom Scalars: each setting's band)")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
+from mnist_lit.sweeps import command
 from mnist_lit.sweeps.bands import write_bands
 from tests.helpers import free_port, get_json, scalars
 
@@ -86,3 +87,15 @@ def test_tensorboard_draws_each_settings_band(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_folder_that_cannot_be_written_still_gets_its_summary(tmp_path, monkeypatch, capsys):
+    def refused(folder):
+        raise PermissionError(13, "Permission denied", str(folder / SETTING / "mean"))
+
+    monkeypatch.setattr(command, "write_bands", refused)  # as a read-only share would
+    command.print_tensorboard(tmp_path)
+    assert capsys.readouterr().out == (
+        f"TensorBoard: tensorboard --logdir {tmp_path} (no bands: [Errno 13] Permission denied: "
+        f"'{tmp_path / SETTING / 'mean'}')\n"
+    )
