@@ -23,16 +23,16 @@ SAVED_DIGITS = 500
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """One epoch of the base recipe, without the test after fit."""
+    """The quick start's first fit (fast.yaml: one epoch), without the test after fit."""
     root = tmp_path_factory.mktemp("real")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        base = str(REPO / "configs" / "base.yaml")
+        fast = str(REPO / "configs" / "fast.yaml")
         main(
             [
                 "fit",
                 "--config",
-                base,
+                fast,
                 DATA,
                 "--trainer.max_epochs=1",
                 "--test_after_fit=false",
