@@ -102,6 +102,7 @@ def run_documented(arguments: list[str], capsys) -> None:
     capsys.readouterr()
 
 
+@pytest.mark.slow  # 38 commands, each parsed as mnist-lit parses it: seconds in all
 @pytest.mark.parametrize(
     "page, arguments",
     documented_commands(),
