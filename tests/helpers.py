@@ -156,3 +156,24 @@ def headless_page(url: str):
             yield page
         finally:
             browser.close()
+
+
+@contextmanager
+def serving(command: list[str]):
+    """A server that `command` starts with `--host 127.0.0.1 --port PORT` (a free port); yields
+    its address, and stops it at the end."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def tensorboard_command(logdir: Path) -> list[str]:
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]

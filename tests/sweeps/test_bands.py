@@ -2,8 +2,6 @@
 whose values are the seeds' own (from their event files), rewritten as seeds finish, and the
 Custom Scalars margin charts that draw them, served by a real TensorBoard."""
 
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mnist_lit.sweeps import command
 from mnist_lit.sweeps.bands import write_bands
-from tests.helpers import free_port, get_json, scalars
+from tests.helpers import get_json, scalars, serving, tensorboard_command
 
 SETTING = "fast,lr=0.001"
 
@@ -62,15 +60,8 @@ def test_tensorboard_draws_each_settings_band(tmp_path):
     write_seed(tmp_path, 1, [0.90, 0.95])
     write_seed(tmp_path, 2, [0.80, 0.93])
     write_bands(tmp_path)
-    port = free_port()
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path)]
-    server = subprocess.Popen(
-        command + ["--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/data"
+    with serving(tensorboard_command(tmp_path)) as address:
+        base = f"{address}/data"
         assert f"{SETTING}/mean" in get_json(f"{base}/runs")
         layout = get_json(f"{base}/plugin/custom_scalars/layout")
         charts = {c["title"]: c for cat in layout["category"] for c in cat["chart"]}
@@ -84,9 +75,6 @@ def test_tensorboard_draws_each_settings_band(tmp_path):
         served = get_json(f"{base}/plugin/scalars/scalars?{query}")
         assert [step for _, step, _ in served] == [1, 2]  # by epoch
         assert [value for *_, value in served] == pytest.approx([0.85, 0.94])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_folder_that_cannot_be_written_still_gets_its_summary(tmp_path, monkeypatch, capsys):

@@ -2,13 +2,12 @@
 its study (trials, validation curves, the sweep's files) on 127.0.0.1, and its page asks for
 nothing from any other address."""
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import find_chromium, free_port, get_json, headless_page
+from tests.helpers import find_chromium, get_json, headless_page, serving
 from tests.sweeps.grids import grid_study
 
 pytestmark = pytest.mark.slow  # a server and a browser
@@ -23,15 +22,8 @@ def test_the_dashboard_serves_a_sweeps_study_from_this_machine_only(tmp_path):
     for epoch, accuracy in enumerate([0.91, 0.95, 0.97], start=1):
         trial.report(accuracy, epoch)
     study.tell(trial, 0.97)
-    port = free_port()
-    dashboard = Path(sys.executable).parent / "optuna-dashboard"
-    server = subprocess.Popen(
-        [str(dashboard), url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
+    dashboard = [str(Path(sys.executable).parent / "optuna-dashboard"), url, "--quiet"]
+    with serving(dashboard) as base:
         (served,) = get_json(f"{base}/api/studies")["study_summaries"]
         assert served["study_name"] == "grid"
         attributes = {a["key"] for a in served["user_attrs"]}
@@ -44,7 +36,4 @@ def test_the_dashboard_serves_a_sweeps_study_from_this_machine_only(tmp_path):
             page.get_by_text("grid").first.wait_for(timeout=60_000)
             page.wait_for_load_state("networkidle")
             hosts = {request.split("/")[2] for request in page.requested if "://" in request}
-        assert hosts == {f"127.0.0.1:{port}"}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert hosts == {base.split("/")[2]}  # 127.0.0.1:PORT

@@ -2,8 +2,6 @@
 
 import io
 import re
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,7 +16,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lit.__main__ import main
 from mnist_lit.tracking.pictures import PredictionPictures
-from tests.helpers import SEVERAL_RUNS, free_port, get_json, tiny_args
+from tests.helpers import SEVERAL_RUNS, get_json, serving, tensorboard_command, tiny_args
 
 SCALARS = [
     "loss/train_step", "accuracy/train_step", "loss/train", "accuracy/train", "lr",
@@ -158,15 +156,8 @@ def test_worst_mistakes_are_the_highest_loss_errors():
 @pytest.mark.slow  # a real subprocess
 def test_tensorboard_server_serves_the_scalars(tiny_run):
     folder, events = tiny_run
-    port = free_port()
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(folder)]
-    server = subprocess.Popen(
-        command + ["--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/data"
+    with serving(tensorboard_command(folder)) as address:
+        base = f"{address}/data"
         runs = get_json(f"{base}/runs")
         assert runs == ["."]
         query = urllib.parse.urlencode({"run": ".", "tag": "accuracy/val"})
@@ -174,6 +165,3 @@ def test_tensorboard_server_serves_the_scalars(tiny_run):
         events_read = events.Scalars("accuracy/val")
         assert [step for _, step, _ in served] == [e.step for e in events_read]
         assert [value for *_, value in served] == pytest.approx([e.value for e in events_read])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
