@@ -1,5 +1,5 @@
 """Fixtures shared by the tests: an empty working folder, tiny MNIST files, one short run (and
-copies of it to evaluate), a throwaway PostgreSQL server."""
+copies of it to evaluate), one epoch on the real MNIST, a throwaway PostgreSQL server."""
 
 import glob
 import os
@@ -13,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.__main__ import main
-from tests.helpers import free_port, tiny_args, write_mnist
+from tests.helpers import REAL_DATA, REPO, free_port, tiny_args, write_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -106,3 +106,27 @@ def postgres_url():
         stop = [*as_owner, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"]
         subprocess.run(stop, check=True, capture_output=True)
         shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> tuple[Path, Path]:
+    """The quick start's first fit on the real MNIST (fast.yaml: one epoch), without the test
+    after fit: its folder and its run. Skipped where ../shared/data holds no MNIST."""
+    if not (REAL_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no MNIST at {REAL_DATA}")
+    root = tmp_path_factory.mktemp("real")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        fast = str(REPO / "configs" / "fast.yaml")
+        quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+        main(
+            [
+                "fit",
+                "--config",
+                fast,
+                f"--data.data_dir={REAL_DATA}",
+                "--test_after_fit=false",
+                *quiet,
+            ]
+        )
+    return root, root / "lightning_logs" / "version_0"

@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
-from tests.helpers import REAL_DATA, REPO
+from tests.helpers import REAL_DATA
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,24 +22,9 @@ SAVED_DIGITS = 500
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """The quick start's first fit (fast.yaml: one epoch), without the test after fit."""
-    root = tmp_path_factory.mktemp("real")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        fast = str(REPO / "configs" / "fast.yaml")
-        main(
-            [
-                "fit",
-                "--config",
-                fast,
-                DATA,
-                "--trainer.max_epochs=1",
-                "--test_after_fit=false",
-                *QUIET,
-            ]
-        )
-    return root, json.loads((root / "lightning_logs/version_0/metrics.json").read_text())
+def fitted(real_run):
+    root, run = real_run
+    return root, json.loads((run / "metrics.json").read_text())
 
 
 def test_one_epoch_then_test_reaches_97_percent(fitted):

@@ -23,13 +23,16 @@ from mnist_lit.sweeps.file import (
 from mnist_lit.sweeps.flags import check_flags, check_trial_flags, common_flags
 from mnist_lit.sweeps.hparams import write_experiment
 from mnist_lit.sweeps.pruning import prune_reason
-from mnist_lit.sweeps.storage import HEARTBEAT_SECONDS, open_storage, storage_errors
+from mnist_lit.sweeps.storage import open_storage, storage_errors
 from mnist_lit.sweeps.summary import SELECTION
 from mnist_lit.sweeps.trial import fit_command, fit_log, run_fit, seed_folder
 from mnist_lit.tracking.folders import check_writable
 from mnist_lit.tracking.metrics_file import normalize
 
 KILL_RETRIES = 2  # a trial whose fit is killed from outside is tried this many more times
+# a worker with nothing left to start looks this often whether the others' trials finished (it
+# then ends) or were lost (it takes them over); a look is one small query
+POLL_SECONDS = 2
 OWN_OPTIONS = ("--storage", "--name", "--root", "--summary", "--choose_anyway")
 
 
@@ -157,7 +160,7 @@ class Worker:
                 if stopped_by := self.run_trial(trial):
                     return 128 + stopped_by
             elif self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                time.sleep(HEARTBEAT_SECONDS)  # others' trials: finish them if lost
+                time.sleep(POLL_SECONDS)  # others' trials: finish them if lost
             else:
                 return 0
 
