@@ -48,7 +48,10 @@ def test_workers_claim_every_trial_exactly_once(tmp_path):
     assert sorted(claimed) == list(range(12))
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "database",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)],  # a real server
+)
 def test_workers_starting_together_on_an_empty_database_all_join_one_study(
     tmp_path, database, request
 ):
