@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist_lit.sweeps.trial import SEED
+from mnist_lit.sweeps.trial import seed_folders
 from mnist_lit.tracking.report import Run
 from mnist_lit.tracking.runs import has_events, runs_below
 
@@ -28,10 +28,11 @@ LAYOUT = {
 def sweep_runs(folder: Path) -> dict[str, list[Path]]:
     """Run folders by setting, for a sweep's layout SETTING/seed_S/version_N; empty otherwise."""
     runs: dict[str, list[Path]] = {}
-    for seed in sorted(folder.glob(f"*/{SEED}*")):
-        found = sorted(run for run in runs_below(seed) if has_events(run))
-        if found:
-            runs.setdefault(seed.parent.name, []).extend(found)
+    settings = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+    for setting in settings:
+        for seeds in seed_folders(setting).values():
+            if found := sorted(run for run in runs_below(seeds) if has_events(run)):
+                runs.setdefault(setting.name, []).extend(found)
     return runs
 
 

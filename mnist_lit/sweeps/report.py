@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from mnist_lit.sweeps.bands import seed_curves, sweep_runs
 from mnist_lit.sweeps.significance import Comparison, paired
-from mnist_lit.sweeps.trial import SEED
+from mnist_lit.sweeps.trial import seed_folders
 from mnist_lit.tracking.metrics_file import read_metrics
 from mnist_lit.tracking.report import check_output, parser, save, whole_epochs
 from mnist_lit.tracking.report import run as report_runs
@@ -41,12 +41,10 @@ def run(options: Namespace) -> Path:
 def seed_runs(setting: Path) -> dict[int, Path]:
     """A setting's folder's finished runs by seed (SETTING/seed_S/version_N with metrics.json)."""
     found = {}
-    for seeds in setting.glob(f"{SEED}*"):
-        seed = seeds.name.removeprefix(SEED)
-        finished = newest([metrics_path(run) for run in runs_below(seeds)])
-        if finished and seed.lstrip("-").isdigit():
-            found[int(seed)] = finished.parent
-    return dict(sorted(found.items()))
+    for seed, seeds in seed_folders(setting).items():
+        if finished := newest([metrics_path(run) for run in runs_below(seeds)]):
+            found[seed] = finished.parent
+    return found
 
 
 def compare(folders: list[Path]) -> dict[str, list[Path]]:

@@ -27,6 +27,16 @@ def seed_folder(setting: Path, seed: int) -> Path:
     return setting / f"{SEED}{seed}"
 
 
+def seed_folders(setting: Path) -> dict[int, Path]:
+    """A setting's folders by seed, in seed order (none when `setting` is no sweep setting)."""
+    found = {}
+    for folder in setting.glob(f"{SEED}*"):
+        seed = folder.name.removeprefix(SEED)
+        if folder.is_dir() and seed.lstrip("-").isdigit():
+            found[int(seed)] = folder
+    return dict(sorted(found.items()))
+
+
 def fit_log(seed_runs: Path) -> Path:
     """The output of every attempt at one seed's fit, one after the other."""
     return seed_runs / "fit.log"
