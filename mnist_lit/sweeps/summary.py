@@ -134,7 +134,8 @@ def markdown(summary: Summary) -> str:
             if figure == SELECTION:
                 row += comparison_cells(summary.compared(setting))
         lines.append("| " + " | ".join(row) + " |")
-    return f"## Sweep {summary.name}\n\n" + "\n".join(lines + notes(summary)) + "\n"
+    # each note a paragraph of its own: Markdown joins consecutive lines into one
+    return f"## Sweep {summary.name}\n\n" + "\n".join(lines) + "\n\n".join(notes(summary)) + "\n"
 
 
 def span(figure: str, low: float | None, high: float | None) -> str:
