@@ -44,16 +44,17 @@ def by_epoch(run: Run, metric: str) -> np.ndarray:
     return values[np.sort(first)]
 
 
-def seed_curves(runs: list[Path], metric: str) -> np.ndarray:
-    """The seeds' curves of `metric` as rows, over the epochs all of them reached."""
-    curves = [by_epoch(Run(run), metric) for run in runs]
+def seed_curves(runs: list[Run], metric: str) -> np.ndarray:
+    """The seeds' curves of `metric` as rows, over the epochs all of them reached (each run's
+    events read once by the caller, for all the metrics it draws)."""
+    curves = [by_epoch(run, metric) for run in runs]
     epochs = min(len(curve) for curve in curves)
     return np.stack([curve[:epochs] for curve in curves])
 
 
 def mean_curve(seed_folders: list[Path], metric: str = "val/acc") -> np.ndarray:
     """The mean of `metric` per epoch over the runs in `seed_folders` (a trial's seeds)."""
-    runs = [run for seeds in seed_folders for run in runs_below(seeds) if has_events(run)]
+    runs = [Run(run) for seeds in seed_folders for run in runs_below(seeds) if has_events(run)]
     return seed_curves(runs, metric).mean(axis=0) if runs else np.empty(0)
 
 
@@ -62,11 +63,12 @@ def write_bands(folder: Path) -> list[Path]:
     written = []
     for label, runs in sweep_runs(folder).items():
         output = folder / label / MEAN_RUN
+        loaded = [Run(run) for run in runs]
         shutil.rmtree(output, ignore_errors=True)  # the seeds' present state, not appended
         with SummaryWriter(str(output)) as writer:
             writer.add_custom_scalars(LAYOUT)
             for metric, tag in METRICS.items():
-                curves = seed_curves(runs, metric)
+                curves = seed_curves(loaded, metric)
                 for statistic in STATISTICS:
                     values = getattr(curves, statistic)(axis=0)
                     for epoch, value in enumerate(values, start=1):

@@ -14,7 +14,7 @@ from mnist_lit.sweeps.bands import seed_curves, sweep_runs
 from mnist_lit.sweeps.significance import Comparison, paired
 from mnist_lit.sweeps.trial import seed_folders
 from mnist_lit.tracking.metrics_file import read_metrics
-from mnist_lit.tracking.report import check_output, parser, save, whole_epochs
+from mnist_lit.tracking.report import Run, check_output, parser, save, whole_epochs
 from mnist_lit.tracking.report import run as report_runs
 from mnist_lit.tracking.runs import metrics_path, newest, runs_below
 
@@ -84,8 +84,9 @@ def describe(comparison: Comparison) -> str:
 def bands_figure(settings: dict[str, list[Path]], title: str) -> Figure:
     figure = Figure(figsize=(13, 5.5), layout="constrained")
     figure.suptitle(f"{title}: validation by epoch, mean over seeds (band: min-max)")
+    loaded = {label: [Run(run) for run in runs] for label, runs in settings.items()}
     for ax, metric in zip(figure.subplots(1, 2), ("acc", "loss")):
-        for label, runs in settings.items():
+        for label, runs in loaded.items():
             stacked = seed_curves(runs, f"val/{metric}")
             if not stacked.shape[1]:
                 continue
