@@ -6,7 +6,6 @@ import os
 import sys
 from collections.abc import Callable
 
-import lightning as L
 from jsonargparse import ArgumentParser, set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -15,11 +14,10 @@ from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.tracking.folders import check_run_folders
 from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
-from mnist_lit.training.checkpoint_io import write_atomically
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
 from mnist_lit.training.resume import prepare_command
-from mnist_lit.training.trainer import MNISTTrainer, console_and_checkpoints, trainer_defaults
+from mnist_lit.training.trainer import MNISTTrainer, trainer_defaults
 
 # jsonargparse imports whatever a `class_path` names while parsing, so a shared config.yaml could
 # otherwise run any code: every package but these is refused before anything is imported
@@ -93,11 +91,6 @@ class MNISTCLI(LightningCLI):
     def _set_seed(self) -> None:  # evaluations draw nothing at random: no "Seed set" line
         if self.subcommand in (None, "fit"):
             super()._set_seed()
-
-    def _instantiate_trainer(self, config: dict, callbacks: list[L.Callback]) -> L.Trainer:
-        trainer = super()._instantiate_trainer(config, console_and_checkpoints(config, callbacks))
-        write_atomically(trainer)
-        return trainer
 
     def before_fit(self) -> None:
         check_run_folders(self.trainer)

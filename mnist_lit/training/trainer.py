@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit.errors import ConfigError
@@ -19,7 +19,8 @@ from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
 from mnist_lit.tracking.runs import EVENTS, no_empty_run_left, run_folder
 from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetrics, tensorboard
-from mnist_lit.training.checkpointing import FiniteLossGuard
+from mnist_lit.training.checkpoint_io import write_atomically
+from mnist_lit.training.checkpointing import BestAndLastCheckpoint, FiniteLossGuard
 from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
 from mnist_lit.training.interrupts import CtrlCStops
 from mnist_lit.training.random_states import RandomStatesInCheckpoint
@@ -47,22 +48,30 @@ def trainer_defaults() -> dict:
     }
 
 
-def console_and_checkpoints(config: dict, callbacks: list[L.Callback]) -> list[L.Callback]:
-    """The callbacks LightningCLI gives a trainer with `config`, completed: the network summary
-    and the progress bar unless switched off or the user chose their own, and no checkpoint
-    callback when checkpointing is off (Lightning refuses one then)."""
-    if config.get("enable_checkpointing") is False:
-        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-    if config.get("enable_model_summary") is not False:
-        callbacks = [*callbacks, NetworkLayersPrinted(max_depth=2)]  # Lightning's lists metrics too
-    given = [*(config.get("callbacks") or []), *callbacks]
-    chosen = any(isinstance(c, ProgressBar) for c in given)
-    if config.get("enable_progress_bar") is not False and not chosen:
-        callbacks = [*callbacks, run_progress_bar()]
+def console_and_checkpoints(settings: dict) -> list[L.Callback]:
+    """The trainer's callbacks, completed: the network summary and the progress bar unless
+    switched off or the user chose their own, and no best/last checkpoint when checkpointing is
+    off (Lightning refuses one then)."""
+    callbacks = settings.get("callbacks") or []
+    callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
+    if settings.get("enable_checkpointing") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, BestAndLastCheckpoint)]
+    if settings.get("enable_model_summary") is not False:
+        callbacks.append(NetworkLayersPrinted(max_depth=2))  # Lightning's lists metrics too
+    chosen = any(isinstance(c, ProgressBar) for c in callbacks)
+    if settings.get("enable_progress_bar") is not False and not chosen:
+        callbacks.append(run_progress_bar())
     return callbacks
 
 
 class MNISTTrainer(L.Trainer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's Trainer, whose every argument is a --trainer flag"""
+        kwargs["callbacks"] = console_and_checkpoints(kwargs)
+        super().__init__(*args, **kwargs)
+        check_cluster(self)
+        write_atomically(self)  # an interrupted checkpoint write never costs the previous one
+
     def fit(self, *args: Any, test_after_fit: bool = True, **kwargs: Any) -> None:
         """Fit the model, then test its best checkpoint.
 
@@ -179,6 +188,19 @@ class MNISTTrainer(L.Trainer):
         if writer.summary:  # after the progress bar's last line
             print(writer.summary)
         return predictions
+
+
+def check_cluster(trainer: L.Trainer) -> None:
+    """A scheduler's processes that do not match the flags (SLURM's --ntasks-per-node and
+    --trainer.devices, its nodes and --trainer.num_nodes) as one line, before any work: Lightning
+    says so only when fit or an evaluation launches, in a traceback from every process."""
+    cluster = getattr(trainer.strategy, "cluster_environment", None)
+    if cluster is None:
+        return
+    try:
+        cluster.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+    except ValueError as error:
+        raise ConfigError(str(error).replace(" HINT:", "")) from None
 
 
 EVENTS_PREFIX = EVENTS.rstrip("*")
