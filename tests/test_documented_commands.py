@@ -23,6 +23,8 @@ from tests.helpers import REPO, exit_status, write_mnist
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"(?:^|\s)(?:python -m mnist_lit|-m mnist_lit|mnist-lit)\s+(.*)")
+# the arguments after an sbatch file of configs/slurm/ are fit's
+SBATCH = re.compile(r"^sbatch\s(?:--\S+\s+\S+\s+)*configs/slurm/fit_\w+\.sbatch\s+(.*)")
 SHELL_ENDS = re.compile(r"\s(?:&&|&|>|\|)(?:\s|$).*")  # `... > my.yaml`, `... &`, `&& ...`
 
 
@@ -36,6 +38,8 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                 if match := COMMAND.search(line):
                     arguments = SHELL_ENDS.sub("", match.group(1)).strip()
                     found.append((page.name, shlex.split(arguments)))
+                elif match := SBATCH.search(line):
+                    found.append((page.name, ["fit", *shlex.split(match.group(1))]))
     return found
 
 

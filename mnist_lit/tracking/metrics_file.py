@@ -61,6 +61,7 @@ class MetricsFile(L.Callback):
     def reset(self) -> None:
         self.train_seconds, self.train_images, self.epochs = 0.0, 0, 0
         self.batch_idx, self.stopped_mid_epoch = -1, False
+        self.resumes = 0  # times the run stopped (SIGTERM, Ctrl-C, a requeue) and continued
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # before a resumed run's checkpoint restores the counts
@@ -68,12 +69,13 @@ class MetricsFile(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"train_seconds": self.train_seconds, "train_images": self.train_images,
-                "epochs": self.epochs}  # fmt: skip
+                "epochs": self.epochs, "resumes": self.resumes}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_seconds = state_dict["train_seconds"]
         self.train_images = state_dict["train_images"]
         self.epochs = state_dict.get("epochs", 0)
+        self.resumes = state_dict.get("resumes", 0) + 1  # restored: this fit continues a run
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()  # a resumed run may start inside an epoch
@@ -111,6 +113,7 @@ class MetricsFile(L.Callback):
                 "epochs": self.epochs,  # complete ones
                 "global_step": trainer.global_step,
                 "stopped_mid_epoch": self.stopped_mid_epoch,  # e.g. by --trainer.max_time
+                "resumes": self.resumes,
                 "train_images": self.train_images,
                 "train_seconds": round(seconds, 2),
                 "train_images_per_second": round(self.train_images / seconds, 1)

@@ -163,6 +163,7 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tiny_mnist, tmp_path,
     done = run_module(resume, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(last, weights_only=True)["global_step"] > stopped_at  # in its own folder
+    assert json.loads((last.parents[1] / "metrics.json").read_text())["resumes"] == 1
 
 
 def test_non_finite_loss_is_read_back_late_but_named_exactly():
