@@ -4,7 +4,8 @@ on a laptop it tries them before a real cluster does:
 
     sudo python scripts/slurm_cluster.py start /tmp/cluster    # prints the SLURM_CONF to export
     export SLURM_CONF=/tmp/cluster/slurm.conf
-    sbatch configs/slurm/fit_cpu.sbatch --config configs/fast.yaml --data.data_dir ../shared/data
+    sbatch --gpus-per-node=0 --ntasks-per-node=2 --cpus-per-task=1 configs/slurm/fit.sbatch \
+        --config configs/fast.yaml --data.data_dir ../shared/data
     sudo python scripts/slurm_cluster.py stop /tmp/cluster
 
 Needs Debian's `slurm-wlm` and `munge` (apt-get install slurm-wlm munge), and root: slurmd

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lit.__main__ import main
-from tests.helpers import REAL_DATA, REPO, free_port, tiny_args, write_mnist
+from tests.helpers import REAL_DATA, REPO, free_port, run_module, tiny_args, write_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -130,3 +132,21 @@ def real_run(tmp_path_factory) -> tuple[Path, Path]:
             ]
         )
     return root, root / "lightning_logs" / "version_0"
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory) -> SimpleNamespace:
+    """One worker's sweep of a 2 x 2 grid (two learning rates, low enough for their accuracies
+    to differ, and two seeds) on the fake digits, one short epoch per fit: its working folder,
+    sweep file, flags, sweep folder and printed output."""
+    root = tmp_path_factory.mktemp("grid")
+    data = write_mnist(root / "data")
+    grid = root / "grid.yaml"
+    content = {"configs": [str(REPO / "configs" / "fast.yaml")], "seeds": [1, 2]}
+    grid.write_text(yaml.safe_dump({**content, "grid": {"model.lr": [1e-5, 3e-5]}}))
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3"]
+    flags = ["--data.batch_size=16", *tiny_args(data), *short]
+    done = run_module(["sweep", str(grid), *flags], cwd=root, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = root / "sweeps" / "grid"
+    return SimpleNamespace(root=root, file=grid, flags=flags, folder=folder, output=done.stdout)

@@ -23,8 +23,10 @@ from tests.helpers import REPO, exit_status, write_mnist
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"(?:^|\s)(?:python -m mnist_lit|-m mnist_lit|mnist-lit)\s+(.*)")
-# the arguments after an sbatch file of configs/slurm/ are fit's
-SBATCH = re.compile(r"^sbatch\s(?:--\S+\s+\S+\s+)*configs/slurm/fit_\w+\.sbatch\s+(.*)")
+# the arguments after an sbatch file of configs/slurm/ are its command's (fit, sweep)
+SBATCH = re.compile(
+    r"^sbatch\s+(?:-\S+(?:\s+[^-\s]\S*)?\s+)*configs/slurm/(fit|sweep)\w*\.sbatch\s+(.*)"
+)
 SHELL_ENDS = re.compile(r"\s(?:&&|&|>|\|)(?:\s|$).*")  # `... > my.yaml`, `... &`, `&& ...`
 
 
@@ -38,8 +40,8 @@ def documented_commands() -> list[tuple[str, list[str]]]:
                 if match := COMMAND.search(line):
                     arguments = SHELL_ENDS.sub("", match.group(1)).strip()
                     found.append((page.name, shlex.split(arguments)))
-                elif match := SBATCH.search(line):
-                    found.append((page.name, ["fit", *shlex.split(match.group(1))]))
+                elif match := SBATCH.search(line):  # the arguments after the file
+                    found.append((page.name, [match.group(1), *shlex.split(match.group(2))]))
     return found
 
 

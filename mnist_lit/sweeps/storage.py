@@ -1,8 +1,13 @@
-"""Where a sweep's study lives: a SQLite file on one machine, a database server for several,
-opened by any number of workers at once, its errors said in one line without the password.
+"""Where a sweep's study lives: a SQLite file on one machine, a journal file on a cluster's
+shared file system, a database server for several machines; opened by any number of workers at
+once, its errors said in one line without the password.
 
 SQLite gets its write lock when a transaction begins (lock_on_begin), which makes a claim of a
-waiting trial atomic; a database server's `SELECT ... FOR UPDATE`, which Optuna uses, does that.
+waiting trial atomic; a database server's `SELECT ... FOR UPDATE`, which Optuna uses, does that,
+and so does Optuna's journal: an append-only log of operations, locked with a symlink (atomic on
+NFS, where SQLite's locks are not), in which the first worker to move a trial to running owns it.
+A journal has no heartbeats: a worker lost with its trial is found by its process on the same
+machine, or by its SLURM job when that job runs again (study.recover_lost).
 """
 
 import random
@@ -11,11 +16,18 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
+from optuna.storages.journal import JournalFileBackend
 
 from mnist_lit.errors import ConfigError
 
@@ -28,11 +40,14 @@ class StorageError(ConfigError):
     """The study's storage cannot be reached, or holds another sweep under this name."""
 
 
-def open_storage(url: str) -> RDBStorage:
+def open_storage(url: str) -> BaseStorage:
+    """A database URL (`sqlite:///`, `postgresql://`), or else the path of a journal file."""
     # Optuna warns about ask() with heartbeats outside study.optimize (Heartbeat below sends
     # them) and about its experimental stale-trial API, which it has had since 2.8
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if "://" not in url:
+        return open_journal(url)
     # SQLite: wait for a busy database rather than fail when workers write together
     sqlite_wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     for attempt in range(SETUP_ATTEMPTS):
@@ -54,6 +69,17 @@ def open_storage(url: str) -> RDBStorage:
     return storage
 
 
+def open_journal(path: str) -> JournalStorage:
+    """Optuna's journal file at `path` (made when missing; its folder must exist)."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise StorageError(f"--storage {path}: no folder {folder} for the journal file")
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as error:
+        raise StorageError(f"--storage {path}: cannot open it ({error.strerror})") from None
+
+
 def made_by_another(error: Exception) -> bool:
     """Workers started together on a new database all create Optuna's tables: all but one fail
     on a table or row another has just made (PostgreSQL: DuplicateTable, UniqueViolation;
@@ -68,6 +94,11 @@ def storage_errors(url: str) -> Iterator[None]:
     """The storage failing mid-sweep (a read-only file, a lost server) as one line."""
     try:
         yield
+    except OSError as error:  # a journal file that cannot be written (read-only, disk full)
+        written = Path(str(error.filename or "")).name
+        if "://" in url or not written.startswith(Path(url).name):  # the file or its lock
+            raise
+        raise StorageError(f"--storage {url}: {error.strerror}") from None
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
         cause = error.__cause__ or error  # Optuna wraps the database's own error
         reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__

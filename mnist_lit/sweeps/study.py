@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import (
+    BaseStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+    fail_stale_trials,
+)
 from optuna.trial import TrialState
 
 from mnist_lit.sweeps.file import SweepFile
@@ -31,7 +36,7 @@ SETUP_SECONDS = 120  # how long a second worker waits for the first to store the
 STUDY_FILE = "study.txt"  # in a sweep's folder: the study its runs belong to
 
 
-def open_study(storage: RDBStorage, name: str, sweep: SweepFile, flags: list) -> optuna.Study:
+def open_study(storage: BaseStorage, name: str, sweep: SweepFile, flags: list) -> optuna.Study:
     """The study `name`, created with the sweep's trials, or loaded and checked to be the same
     sweep (file, configs and the trials' common `flags`); creating a study succeeds for one
     worker only, so the grid is stored once. A worker that finds the grid half-stored by one
@@ -148,7 +153,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim_waiting(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+def claim_waiting(study: optuna.Study, storage: BaseStorage) -> optuna.Trial | None:
     """A waiting trial, now running for this worker; None when none is left. Moving a trial
     from waiting to running succeeds for one worker only."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -160,7 +165,7 @@ def claim_waiting(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | No
     return None
 
 
-def ask_new(study: optuna.Study, storage: RDBStorage, sweep: SweepFile) -> optuna.Trial:
+def ask_new(study: optuna.Study, storage: BaseStorage, sweep: SweepFile) -> optuna.Trial:
     """A new search trial with its setting sampled (a queued retry first, if any)."""
     distributions = dict(sweep.space)
     if len(sweep.configs) > 1:
@@ -169,10 +174,19 @@ def ask_new(study: optuna.Study, storage: RDBStorage, sweep: SweepFile) -> optun
     return mark_mine(study, storage, trial._trial_id)
 
 
-def mark_mine(study: optuna.Study, storage: RDBStorage, trial_id: int) -> optuna.Trial:
-    storage.record_heartbeat(trial_id)  # a trial without heartbeats is never found stale
+def mark_mine(study: optuna.Study, storage: BaseStorage, trial_id: int) -> optuna.Trial:
+    if isinstance(storage, RDBStorage):  # a trial without heartbeats is never found stale
+        storage.record_heartbeat(trial_id)
     storage.set_trial_user_attr(trial_id, "worker", worker_id())
+    if job := slurm_job():
+        storage.set_trial_user_attr(trial_id, "slurm_job", job)
     return optuna.Trial(study, trial_id)
+
+
+def slurm_job() -> str | None:
+    """This worker's SLURM job (an array's task: JOBID_TASK), which a requeue runs again."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return "_".join(array) if all(array) else os.environ.get("SLURM_JOB_ID")
 
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -186,7 +200,7 @@ def settings_started(study: optuna.Study) -> int:
     return len(trials) - len(retried(trials))
 
 
-def hand_back(study: optuna.Study, storage: RDBStorage, trial_id: int, reason: str) -> None:
+def hand_back(study: optuna.Study, storage: BaseStorage, trial_id: int, reason: str) -> None:
     """Fail an unfinished trial and queue a copy with its parameters and finished seeds."""
     try:
         storage.set_trial_user_attr(trial_id, "stopped", reason)
@@ -197,15 +211,19 @@ def hand_back(study: optuna.Study, storage: RDBStorage, trial_id: int, reason: s
     retry(study, storage.get_trial(trial_id))
 
 
-def recover_lost(study: optuna.Study, storage: RDBStorage) -> None:
+def recover_lost(study: optuna.Study, storage: BaseStorage) -> None:
     """Hand back running trials whose worker is gone: silent past the grace period (any
-    machine), or a dead process on this machine (at once)."""
+    machine, storages with heartbeats), a dead process on this machine, or an earlier run of
+    this worker's SLURM job (killed, then requeued: SLURM runs a job once at a time)."""
     fail_stale_trials(study)
-    host = socket.gethostname()
+    host, me, job = socket.gethostname(), worker_id(), slurm_job()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        worker = trial.user_attrs.get("worker", "")
+        worker_host, _, pid = worker.rpartition(":")
         if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
             hand_back(study, storage, trial._trial_id, f"its worker (pid {pid}) stopped")
+        elif job and trial.user_attrs.get("slurm_job") == job and worker != me:
+            hand_back(study, storage, trial._trial_id, f"its SLURM job {job} was requeued")
 
 
 def process_alive(pid: int) -> bool:
@@ -221,12 +239,14 @@ def process_alive(pid: int) -> bool:
 class Heartbeat:
     """Tells the storage, every HEARTBEAT_SECONDS while a trial runs, that its worker lives."""
 
-    def __init__(self, storage: RDBStorage, trial_id: int) -> None:
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
         self.storage, self.trial_id = storage, trial_id
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
+        if not isinstance(self.storage, RDBStorage):  # a journal: see storage.py
+            return
         while not self.stopped.wait(HEARTBEAT_SECONDS):
             self.storage.record_heartbeat(self.trial_id)
 

@@ -19,9 +19,14 @@ def sweep_file(folder: Path, **content) -> Path:
     return path
 
 
-def grid_study(tmp_path: Path, lrs=(1e-3, 2e-3, 3e-3), seeds=(1, 2, 3, 4)):
+def grid_study(tmp_path: Path, lrs=(1e-3, 2e-3, 3e-3), seeds=(1, 2, 3, 4), storage="sqlite"):
+    """A grid's study on SQLite, or on a journal file (`storage="journal"`)."""
     sweep = read_sweep_file(sweep_file(tmp_path, seeds=list(seeds), grid={"model.lr": list(lrs)}))
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    url = (
+        str(tmp_path / "grid.journal")
+        if storage == "journal"
+        else f"sqlite:///{tmp_path / 'optuna.db'}"
+    )
     storage = open_storage(url)
     return sweep, url, storage, studies.open_study(storage, "grid", sweep, [])
 

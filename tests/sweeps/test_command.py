@@ -52,10 +52,13 @@ def fits_started(log: Path) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.startswith("$ ")]
 
 
-def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(workdir, tiny_mnist):
-    grid = write_grid(workdir, seeds=[1, 2], lrs=[1e-5, 3e-5])  # low: accuracies differ
-    output = finish(sweep(str(grid), "--data.batch_size=16", *quick_flags(tiny_mnist), cwd=workdir))
-    folder = workdir / "sweeps" / "grid"
+def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(grid_sweep, monkeypatch):
+    workdir, grid, folder, output = (
+        grid_sweep.root,
+        grid_sweep.file,
+        grid_sweep.folder,
+        grid_sweep.output,
+    )
     rows = {row["setting"]: row for row in read_csv(folder / "summary.csv")}
     assert set(rows) == {"fast,lr=1e-05", "fast,lr=3e-05"} and "← chosen" in output
     assert not (workdir / "lightning_logs").exists()  # the user's own runs stay apart

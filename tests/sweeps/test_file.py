@@ -173,6 +173,8 @@ def test_unwritable_root_and_unreachable_storage_are_one_line(workdir, capsys):
     cases = [
         (["--root", "afile/sweeps"], "afile is a file"),
         (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open it"),
+        (["--storage", "/no/such/folder/x.journal"], "no folder /no/such/folder"),
+        (["--storage", str(workdir)], "cannot open it (Is a directory)"),  # a journal file's path
         # the docs' form, with the driver the `postgres` extra installs: the server is not there
         (["--storage", f"postgresql://me:secret@127.0.0.1:{port}/db"], "Connection refused"),
         (["--storage", f"postgresql://me@127.0.0.1:{port}/db?password=secret"], "password=***"),

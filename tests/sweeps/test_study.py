@@ -30,8 +30,9 @@ def test_grid_is_stored_once_as_waiting_trials(tmp_path):
     }
 
 
-def test_workers_claim_every_trial_exactly_once(tmp_path):
-    _, url, _, _ = grid_study(tmp_path)
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_workers_claim_every_trial_exactly_once(tmp_path, kind):
+    _, url, _, _ = grid_study(tmp_path, storage=kind)
     claimed: list[int] = []
 
     def worker() -> None:  # each with its own connection, as separate processes have
@@ -121,6 +122,22 @@ def test_a_trial_whose_worker_died_is_handed_back_and_counted_once(tmp_path):
     summary = summarise(study)
     assert [len(s.runs) for s in summary.settings] == [2] and summary.failed == []
     assert summary.chosen.values("val/acc_best") == [0.9, 0.9]
+
+
+def test_a_trial_of_an_earlier_run_of_this_slurm_job_is_handed_back(tmp_path, monkeypatch):
+    """A worker killed outright (SIGKILL after SLURM's KillWait) leaves its trial running; a
+    journal has no heartbeats, but SLURM runs the requeued job once: its trials are lost."""
+    _, _, storage, study = grid_study(tmp_path, lrs=(1e-3,), seeds=(1, 2), storage="journal")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    for task in ("0", "1"):  # two workers of the array, on other machines
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task)
+        trial = studies.claim_waiting(study, storage)
+        storage.set_trial_user_attr(trial._trial_id, "worker", f"node{task}:4242")
+    studies.recover_lost(study, storage)  # task 1, now again: task 0's trial is another's
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["stopped"] == "its SLURM job 77_1 was requeued"
+    assert trials[2].params == trials[1].params
 
 
 def test_a_trial_silent_past_the_grace_period_is_handed_back(tmp_path):
