@@ -49,6 +49,23 @@ ON_CPUS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_job_left(request):
+    """A test that fails mid-job cancels its jobs, which would hold the node for the next."""
+    yield
+    if "slurm" in request.fixturenames:
+        env = request.getfixturevalue("slurm")
+        subprocess.run(["scancel", "--full", f"--user={os.getuid()}"], env=env)
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and subprocess.run(
+                ["squeue", "--noheader"], env=env, capture_output=True, text=True
+            ).stdout.strip()
+        ):
+            time.sleep(0.5)
+
+
 def submit(slurm: dict, folder: Path, sbatch: str, *args: str, options=()) -> str:
     """Submit configs/slurm/SBATCH on CPUs, to run in `folder`; the job's id."""
     options = ["--parsable", f"--chdir={folder}", *ON_CPUS[sbatch], *options]
@@ -129,9 +146,12 @@ def test_ddp_under_srun_tests_every_image_once_as_one_process_would(slurm, tmp_p
 
 
 def test_a_requeued_fit_continues_its_run(slurm, tmp_path):
+    """One process: under DDP, Lightning's SIGTERM handling can leave the ranks a step apart
+    until gloo times out (seen under load; docs/clusters.md)."""
     data = write_mnist(tmp_path / "data")
     args = [*tiny_args(data), "--data.batch_size=8", "--trainer.max_epochs=12"]
-    job = submit(slurm, tmp_path, "fit.sbatch", *args, "--test_after_fit=false")
+    one = ["--ntasks-per-node=1"]
+    job = submit(slurm, tmp_path, "fit.sbatch", *args, "--test_after_fit=false", options=one)
     wait_for(slurm, job, "RUNNING")
     last = tmp_path / f"lightning_logs/slurm-{job}/version_0/checkpoints/last.ckpt"
     while not last.exists():  # its first epoch is done
