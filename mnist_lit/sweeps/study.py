@@ -184,9 +184,12 @@ def mark_mine(study: optuna.Study, storage: BaseStorage, trial_id: int) -> optun
 
 
 def slurm_job() -> str | None:
-    """This worker's SLURM job (an array's task: JOBID_TASK), which a requeue runs again."""
+    """This worker's SLURM job (an array's task: JOBID_TASK) and step (.STEP), which a requeue
+    runs again under the same names; workers started by several `srun`s of one job differ."""
     array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return "_".join(array) if all(array) else os.environ.get("SLURM_JOB_ID")
+    job = "_".join(array) if all(array) else os.environ.get("SLURM_JOB_ID")
+    step = os.environ.get("SLURM_STEP_ID")
+    return f"{job}.{step}" if job and step else job
 
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -220,9 +223,10 @@ def recover_lost(study: optuna.Study, storage: BaseStorage) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
         worker_host, _, pid = worker.rpartition(":")
-        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
+        here = worker_host == host and pid.isdigit()
+        if here and not process_alive(int(pid)):
             hand_back(study, storage, trial._trial_id, f"its worker (pid {pid}) stopped")
-        elif job and trial.user_attrs.get("slurm_job") == job and worker != me:
+        elif job and trial.user_attrs.get("slurm_job") == job and worker != me and not here:
             hand_back(study, storage, trial._trial_id, f"its SLURM job {job} was requeued")
 
 

@@ -129,6 +129,7 @@ def test_a_trial_of_an_earlier_run_of_this_slurm_job_is_handed_back(tmp_path, mo
     journal has no heartbeats, but SLURM runs the requeued job once: its trials are lost."""
     _, _, storage, study = grid_study(tmp_path, lrs=(1e-3,), seeds=(1, 2), storage="journal")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
     for task in ("0", "1"):  # two workers of the array, on other machines
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task)
         trial = studies.claim_waiting(study, storage)
@@ -136,7 +137,7 @@ def test_a_trial_of_an_earlier_run_of_this_slurm_job_is_handed_back(tmp_path, mo
     studies.recover_lost(study, storage)  # task 1, now again: task 0's trial is another's
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
-    assert trials[1].user_attrs["stopped"] == "its SLURM job 77_1 was requeued"
+    assert trials[1].user_attrs["stopped"] == "its SLURM job 77_1.0 was requeued"
     assert trials[2].params == trials[1].params
 
 
