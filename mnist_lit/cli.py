@@ -12,7 +12,6 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import ConfigError
 from mnist_lit.module import MNISTClassifier
-from mnist_lit.tracking.folders import check_run_folders
 from mnist_lit.tracking.tensorboard import SaveConfigToTensorBoard
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.console import quiet_lightning
@@ -92,12 +91,6 @@ class MNISTCLI(LightningCLI):
         if self.subcommand in (None, "fit"):
             super()._set_seed()
 
-    def before_fit(self) -> None:
-        check_run_folders(self.trainer)
-
-    # evaluations write into a run's folder too: a file in its way is one error, not a traceback
-    before_validate = before_test = before_predict = before_fit
-
 
 def subcommand_kwargs(command: str, defaults: str) -> dict:
     """The user's defaults file, and a `COMMAND --help` that starts with what it does and where
@@ -120,8 +113,6 @@ def make_cli(
     """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""
     quiet_lightning()
     allow_imports()
-    trainer = trainer_defaults()
-    trainer["callbacks"] += callbacks or []
     defaults = os.environ.get(DEFAULTS) or DEFAULTS_FILE
     return MNISTCLI(
         MNISTClassifier,
@@ -131,7 +122,7 @@ def make_cli(
         # Lightning's --optimizer would silently replace them
         auto_configure_optimizers=False,
         seed_everything_default=0,  # Lightning's too, but with a warning on every run
-        trainer_defaults=trainer,
+        trainer_defaults=trainer_defaults(callbacks),
         save_config_callback=SaveConfigToTensorBoard,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={

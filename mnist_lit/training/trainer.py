@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit.errors import ConfigError
-from mnist_lit.tracking.folders import reporting_full_disk
+from mnist_lit.tracking.folders import check_run_folders, reporting_full_disk
 from mnist_lit.tracking.metrics_file import MetricsFile
 from mnist_lit.tracking.pictures import PredictionPictures
 from mnist_lit.tracking.predictions import PredictionWriter
@@ -26,8 +26,9 @@ from mnist_lit.training.interrupts import CtrlCStops
 from mnist_lit.training.random_states import RandomStatesInCheckpoint
 
 
-def trainer_defaults() -> dict:
-    """The logger and the callbacks every run gets, on top of any given in configs or flags."""
+def trainer_defaults(callbacks: list | None = None) -> dict:
+    """The logger and the callbacks every run gets, on top of any given in configs or flags;
+    `callbacks` are added to them (tests, benchmarks)."""
     return {
         "max_epochs": 15,  # the article's recipe, rather than Lightning's 1000
         "logger": {
@@ -44,6 +45,7 @@ def trainer_defaults() -> dict:
             RandomStatesInCheckpoint(),
             FiniteLossGuard(),
             CtrlCStops(),
+            *(callbacks or []),
         ],
     }
 
@@ -83,6 +85,7 @@ class MNISTTrainer(L.Trainer):
                 "--trainer.max_epochs 0 trains nothing; to evaluate untrained weights on purpose, "
                 "run `test --untrained true`"
             )
+        check_run_folders(self)
         fix = "free some space there or choose another folder with --trainer.default_root_dir"
         with reporting_full_disk(self, fix), no_empty_run_left(self):
             super().fit(*args, **kwargs)
@@ -129,6 +132,7 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        check_run_folders(self)  # evaluations write into a run's folder too
         with reporting_full_disk(self), no_empty_run_left(self):
             results = super().validate(*args, **kwargs)
         self.print_evaluation()
@@ -142,6 +146,7 @@ class MNISTTrainer(L.Trainer):
                 required, so that a forgotten one never reports random weights' figures.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        check_run_folders(self)  # evaluations write into a run's folder too
         with reporting_full_disk(self), no_empty_run_left(self):
             results = super().test(*args, **kwargs)
         self.print_evaluation()
@@ -175,6 +180,7 @@ class MNISTTrainer(L.Trainer):
                 --ckpt_path is required.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        check_run_folders(self)
         writer = next((c for c in self.callbacks if isinstance(c, PredictionWriter)), None)
         if writer is None:
             return super().predict(*args, **kwargs)
