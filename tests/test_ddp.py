@@ -1,13 +1,24 @@
 """Lightning's DDP on CPU (gloo) with two real processes: evaluation counts every image once."""
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from torchvision.datasets import MNIST
 
 from mnist_lit.__main__ import main
 from tests.helpers import (
+    NO_TEST,
+    module_command,
+    module_env,
     read_csv,
     run_module,
     scalars,
@@ -18,6 +29,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow  # real two-process runs
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+STEPS = (320 - 64) // (2 * 8)  # an epoch of the tiny data in batches of 8 on each of 2 processes
 
 
 def run_cli(args: list[str], cwd) -> None:
@@ -78,3 +90,61 @@ def test_ddp_predict_writes_each_input_once(ddp_run):
     expected = [str(inputs / f"{i}.png") for i in range(7)] + [str(inputs / "8_broken.png")]
     assert [row["path"] for row in rows] == expected  # 7 images over 2 processes, each once
     assert [bool(row["error"]) for row in rows] == [False] * 7 + [True]
+
+
+def stop_together(group: subprocess.Popen, last: Path) -> str:
+    """SIGTERM to every process of a DDP fit at once, as srun and torchrun deliver a
+    preemption, once it is inside its second epoch; its output once all of them have ended."""
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(group.pid, signal.SIGTERM)
+        output, _ = group.communicate(timeout=90)
+        deadline = time.monotonic() + 30
+        while alive(group.pid) and time.monotonic() < deadline:  # the other rank
+            time.sleep(0.1)
+        assert not alive(group.pid), "a process of the DDP fit did not stop"
+        return output
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)  # never leave a stuck rank behind
+
+
+def alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigterm_stops_every_process_at_one_step_and_the_run_resumes(tmp_path, attempt):
+    """Lightning's own handling broadcasts from inside the signal handler and stops each process
+    on its own flag: processes that get the signal a step apart stop a step apart and wait for
+    each other until gloo's timeout. They stop at the same step, each time."""
+    data = write_mnist(tmp_path / "data")
+    args = ["fit", *tiny_args(data), *DDP, "--data.batch_size=8", NO_TEST]
+    group = subprocess.Popen(
+        module_command(*args, "--trainer.max_epochs=1000"),
+        cwd=tmp_path,
+        env=module_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the signal reaches both ranks
+    )
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    output = stop_together(group, last)
+    assert group.returncode == 128 + signal.SIGTERM, output[-3000:]
+    stopped_at = torch.load(last, weights_only=True)["global_step"]
+    assert stopped_at >= STEPS  # inside its second epoch
+    reported = re.search(r"Interrupted at step (\d+)", output)
+    assert reported is None or int(reported.group(1)) == stopped_at, output[-3000:]
+
+    resumed = [*args, f"--trainer.max_epochs={stopped_at // STEPS + 2}", "--ckpt_path=last"]
+    run_cli(resumed, tmp_path)
+    assert torch.load(last, weights_only=True)["global_step"] == (stopped_at // STEPS + 2) * STEPS
+    assert json.loads((last.parents[1] / "metrics.json").read_text())["resumes"] == 1

@@ -145,13 +145,10 @@ def test_ddp_under_srun_tests_every_image_once_as_one_process_would(slurm, tmp_p
     assert figures["test/acc"].item() == metrics["test/acc"]  # the same 10,000 images, once each
 
 
-def test_a_requeued_fit_continues_its_run(slurm, tmp_path):
-    """One process: under DDP, Lightning's SIGTERM handling can leave the ranks a step apart
-    until gloo times out (seen under load; docs/clusters.md)."""
+def test_a_requeued_ddp_fit_continues_its_run(slurm, tmp_path):
     data = write_mnist(tmp_path / "data")
     args = [*tiny_args(data), "--data.batch_size=8", "--trainer.max_epochs=12"]
-    one = ["--ntasks-per-node=1"]
-    job = submit(slurm, tmp_path, "fit.sbatch", *args, "--test_after_fit=false", options=one)
+    job = submit(slurm, tmp_path, "fit.sbatch", *args, "--test_after_fit=false")
     wait_for(slurm, job, "RUNNING")
     last = tmp_path / f"lightning_logs/slurm-{job}/version_0/checkpoints/last.ckpt"
     while not last.exists():  # its first epoch is done

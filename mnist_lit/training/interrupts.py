@@ -1,7 +1,9 @@
-"""Ctrl-C stops a run every time. Python raises KeyboardInterrupt in whatever code runs when the
-signal arrives; inside a weakref callback or a `__del__` (the garbage collector runs them between
-any two steps) it is printed as "Exception ignored" and lost, and training would go on; inside
-torch's writer of a checkpoint it would come out as a failed write."""
+"""Ctrl-C stops a run every time, and SIGTERM stops every process of a DDP run at one step.
+
+Ctrl-C: Python raises KeyboardInterrupt in whatever code runs when the signal arrives; inside a
+weakref callback or a `__del__` (the garbage collector runs them between any two steps) it is
+printed as "Exception ignored" and lost, and training would go on; inside torch's writer of a
+checkpoint it would come out as a failed write."""
 
 import signal
 import threading
@@ -42,3 +44,44 @@ class CtrlCStops(L.Callback):
 
     on_train_batch_end = on_validation_batch_end = raise_if_lost
     on_test_batch_end = on_predict_batch_end = raise_if_lost
+
+
+class SigtermStopsTogether(L.Callback):
+    """Under DDP, every process stops on SIGTERM at the same batch's end. Lightning's own handler
+    starts a broadcast inside the signal handler, wherever each process happens to be, and each
+    process then stops on its own flag: processes that get the signal a step apart (srun and
+    torchrun signal each of them) stop a step apart, and wait for each other until gloo's
+    30-minute timeout. Here the handler only records the signal; at each batch's end the
+    processes add up what they recorded, and where one has, all hand it to Lightning's handler
+    there together, which stops them the way it stops one process."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.lightning_handler = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.received = False
+        self.lightning_handler = None
+
+    def hold(self, trainer: L.Trainer, *args) -> None:
+        """Replace Lightning's SIGTERM handler, registered when a run starts (and put back by
+        Lightning at its end), with one that records."""
+        if trainer.world_size == 1 or self.lightning_handler is not None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            lightning = signal.getsignal(signal.SIGTERM)
+            if callable(lightning):
+                self.lightning_handler = lightning
+                signal.signal(signal.SIGTERM, self.record)
+
+    def record(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def stop_if_any(self, trainer: L.Trainer, *args) -> None:
+        if self.lightning_handler is None or trainer.received_sigterm:
+            return
+        if trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            self.lightning_handler(signal.SIGTERM, None)  # in every process, at this batch
+
+    on_sanity_check_start = on_train_start = on_validation_start = on_test_start = hold
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = stop_if_any

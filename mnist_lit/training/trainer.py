@@ -22,7 +22,7 @@ from mnist_lit.tracking.tensorboard import CurveCharts, HyperparametersWithMetri
 from mnist_lit.training.checkpoint_io import write_atomically
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint, FiniteLossGuard
 from mnist_lit.training.console import NetworkLayersPrinted, run_progress_bar
-from mnist_lit.training.interrupts import CtrlCStops
+from mnist_lit.training.interrupts import CtrlCStops, SigtermStopsTogether
 from mnist_lit.training.random_states import RandomStatesInCheckpoint
 
 
@@ -45,6 +45,7 @@ def trainer_defaults(callbacks: list | None = None) -> dict:
             RandomStatesInCheckpoint(),
             FiniteLossGuard(),
             CtrlCStops(),
+            SigtermStopsTogether(),
             *(callbacks or []),
         ],
     }
