@@ -36,18 +36,10 @@ def sweep_runs(folder: Path) -> dict[str, list[Path]]:
     return runs
 
 
-def by_epoch(run: Run, metric: str) -> np.ndarray:
-    """The run's value of `metric` after each validated epoch (a resumed run's repeats
-    dropped)."""
-    steps, values = run.scalars(metric)
-    _, first = np.unique(steps, return_index=True)
-    return values[np.sort(first)]
-
-
 def seed_curves(runs: list[Run], metric: str) -> np.ndarray:
     """The seeds' curves of `metric` as rows, over the epochs all of them reached (each run's
     events read once by the caller, for all the metrics it draws)."""
-    curves = [by_epoch(run, metric) for run in runs]
+    curves = [run.at_epoch_ends(metric) for run in runs]
     epochs = min(len(curve) for curve in curves)
     return np.stack([curve[:epochs] for curve in curves])
 

@@ -63,6 +63,15 @@ class Run:
         events = self.events.Scalars(tag)
         return np.array([e.step for e in events]), np.array([e.value for e in events])
 
+    def at_epoch_ends(self, metric: str) -> np.ndarray:
+        """A validation metric's value at the end of each validated epoch: validations within an
+        epoch (`--trainer.val_check_interval` under 1) and a resumed run's repeats left out."""
+        steps, values = self.scalars(metric)
+        _, first = np.unique(steps, return_index=True)  # a resumed run repeats steps
+        steps, values = steps[np.sort(first)], values[np.sort(first)]
+        ends = self.scalars("train/loss_epoch")[0]  # logged once, at each epoch's last step
+        return values[np.isin(steps, ends)] if len(ends) else values
+
     def last(self, metric: str) -> float | None:
         values = self.scalars(metric)[1]
         return float(values[-1]) if len(values) else None
@@ -84,8 +93,10 @@ class Run:
     def headline(self) -> str:
         figures = [("test acc", "test/acc"), ("best val acc", "val/acc_best")]
         parts = [f"{label} {value:.2%}" for label, tag in figures if (value := self.last(tag))]
-        if epochs := len(self.scalars("val/acc")[1]):
+        if epochs := len(self.at_epoch_ends("val/acc")):
             parts.append(f"{epochs} validated epoch{'s' if epochs > 1 else ''}")
+        if (validations := len(np.unique(self.scalars("val/acc")[0]))) > epochs:
+            parts[-1] += f" ({validations} validations)"
         if seconds := self.train_seconds():
             parts.append(f"{seconds:.0f} s training")
         return f"{self.name}: " + (", ".join(parts) or "no evaluation yet")
@@ -110,7 +121,7 @@ def plot_curves(ax, run: Run, metric: str) -> None:
         ax.plot(steps, smoothed, color="#2171b5", label="training (smoothed over batches)")
     val_steps, val_values = run.scalars(f"val/{metric}")
     if len(val_values):
-        ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation (each epoch)")
+        ax.plot(val_steps, val_values, "o-", color="#d94801", label="validation")
     ax.set(xlabel="training step", ylabel=LABELS[metric], title=LABELS[metric])
     shown = np.concatenate([smoothed, val_values])
     positive = shown[shown > 0]  # a loss of exactly 0 has no place on a log scale
@@ -156,7 +167,7 @@ def comparison_figure(runs: list[Run]) -> Figure:
     for ax, metric in zip(figure.subplots(1, 2), ("loss", "acc")):
         for run in runs:
             # against epochs, not steps: runs with other batch sizes take other step counts
-            _, values = run.scalars(f"val/{metric}")
+            values = run.at_epoch_ends(f"val/{metric}")
             ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=3, label=run.name)
         title = f"validation {LABELS[metric]}"
         ax.set(xlabel="epoch", ylabel=title, title=title)

@@ -76,6 +76,22 @@ def test_runs_are_compared_by_epoch_under_names_that_tell_them_apart(tiny_run, t
     assert all(float(tick).is_integer() for tick in accuracy.get_xticks())  # whole epochs
 
 
+def test_validations_within_an_epoch_are_drawn_but_epochs_are_compared_at_their_ends(tmp_path):
+    writer = SummaryWriter(tmp_path)  # two epochs of 10 steps, validated every 5 (and resumed)
+    for step, accuracy in [(5, 0.8), (10, 0.9), (15, 0.92), (20, 0.95), (20, 0.95)]:
+        writer.add_scalar("accuracy/val", accuracy, step)
+    for step in (10, 20, 20):
+        writer.add_scalar("loss/train", 0.1, step)
+    writer.close()
+    run = Run(tmp_path)
+    assert list(run.at_epoch_ends("val/acc")) == pytest.approx([0.9, 0.95])
+    assert "2 validated epochs (4 validations)" in run.headline()
+    accuracy = comparison_figure([run]).axes[1]
+    assert list(accuracy.lines[0].get_ydata()) == pytest.approx([0.9, 0.95])
+    drawn = single_run_figure(run).axes[1].lines  # the run's own picture: every validation
+    assert list(drawn[0].get_xdata()) == [5, 10, 15, 20, 20]
+
+
 def test_runs_written_before_the_tensorboard_tags_were_renamed_still_report(tmp_path):
     writer = SummaryWriter(tmp_path)
     for epoch, accuracy in enumerate([0.9, 0.95]):
