@@ -9,14 +9,16 @@ import importlib
 import signal
 import sys
 from argparse import ArgumentError
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.cli import ALLOW_MORE, COMMANDS, MNISTCLI, Tools, make_cli
+from mnist_lit.cli import ALLOW_MORE, COMMANDS, MNISTCLI, make_cli
 from mnist_lit.errors import UserError
 
 # each module has parser() and run(options), and parse(argv) where it keeps unknown flags
@@ -38,6 +40,10 @@ TOOLS = {
         "Serve a web page where you draw a digit and see what the model reads.",
     ),
 }
+
+
+# the tools for --help: name -> (help, a function making its parser)
+Tools = dict[str, tuple[str, Callable[[], ArgumentParser]]]
 
 
 def tool_parsers() -> Tools:

@@ -4,9 +4,8 @@ one-line errors are `mnist-lit`'s own (__main__.py)."""
 
 import os
 import sys
-from collections.abc import Callable
 
-from jsonargparse import ArgumentParser, set_parsing_settings
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from mnist_lit.data import MNISTDataModule
@@ -27,8 +26,6 @@ DEFAULTS = "MNIST_LIT_DEFAULTS"
 DEFAULTS_FILE = "~/.config/mnist-lit/defaults.yaml"
 
 COMMANDS = ("fit", "validate", "test", "predict")  # LightningCLI's
-# Subcommands beside Lightning's, listed in --help: name -> (help, a function making its parser)
-Tools = dict[str, tuple[str, Callable[[], ArgumentParser]]]
 
 
 def allow_imports() -> None:
@@ -56,7 +53,8 @@ class MNISTArgumentParser(LightningArgumentParser):
 
 
 class MNISTCLI(LightningCLI):
-    def __init__(self, *args, tools: Tools | None = None, **kwargs) -> None:
+    def __init__(self, *args, tools: dict | None = None, **kwargs) -> None:
+        """`tools`: the other subcommands, to list in --help (`__main__.Tools`)."""
         self.tools = tools or {}
         argv = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
         self.only = argv[0] if isinstance(argv, list) and argv and argv[0] in COMMANDS else None
@@ -108,7 +106,7 @@ def make_cli(
     args: ArgsType = None,
     callbacks: list | None = None,
     run: bool = True,
-    tools: Tools | None = None,
+    tools: dict | None = None,
 ) -> MNISTCLI:
     """The CLI as `mnist-lit` builds it, with `callbacks` added to the defaults (benchmarks)."""
     quiet_lightning()

@@ -79,8 +79,8 @@ def test_grid_runs_each_trial_as_a_fit_and_summarises_their_metrics(grid_sweep, 
     assert best["chosen"] == "True"
     # each setting's band in TensorBoard: its seeds' own validation accuracy, by epoch
     for setting in rows:
-        runs = folder.glob(f"{setting}/seed_*/version_0")
-        seeds = [at_epoch_ends(run, "accuracy/val") for run in runs]
+        seed_runs = folder.glob(f"{setting}/seed_*/version_0")
+        seeds = [at_epoch_ends(run, "accuracy/val") for run in seed_runs]
         for statistic in (statistics.fmean, min, max):
             expected = [statistic(values) for values in zip(*seeds)]
             tag = f"seeds/val_acc_{statistic.__name__.replace('fmean', 'mean')}"
