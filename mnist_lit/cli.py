@@ -40,12 +40,7 @@ def allow_imports() -> None:
 
 
 class MNISTArgumentParser(LightningArgumentParser):
-    """Raises a bad argument as an ArgumentError, for `mnist-lit` to show as one `error:` line
-    instead of the usage text; keeps the subcommands action, to list the other tools in it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("exit_on_error", False)
-        super().__init__(*args, **kwargs)
+    """Keeps the subcommands action, to list the other tools in it."""
 
     def add_subcommands(self, **kwargs):
         self.subcommands_action = super().add_subcommands(**kwargs)
@@ -53,22 +48,15 @@ class MNISTArgumentParser(LightningArgumentParser):
 
 
 class MNISTCLI(LightningCLI):
-    def __init__(self, *args, tools: dict | None = None, **kwargs) -> None:
-        """`tools`: the other subcommands, to list in --help (`__main__.Tools`)."""
-        self.tools = tools or {}
-        argv = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
-        self.only = argv[0] if isinstance(argv, list) and argv and argv[0] in COMMANDS else None
+    def __init__(self, *args, only: str | None, tools: dict | None, **kwargs) -> None:
+        """`only`: the subcommand that runs, when the arguments name one (each parser takes a
+        fifth of a second to build); `tools`: the other subcommands, listed in --help."""
+        self.only, self.tools = only, tools or {}
         super().__init__(*args, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
-        """The subcommand that runs, when the arguments name one: each parser takes a fifth of
-        a second to build, and --help without a subcommand still lists them all."""
         every = LightningCLI.subcommands()
         return {self.only: every[self.only]} if self.only else every
-
-    def _setup_parser_kwargs(self, parser_kwargs: dict) -> tuple[dict, dict]:
-        main, subcommands = super()._setup_parser_kwargs(parser_kwargs)
-        return {k: v for k, v in main.items() if k not in COMMANDS}, subcommands
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
@@ -95,6 +83,7 @@ def subcommand_kwargs(command: str, defaults: str) -> dict:
     the project's options are among Lightning's hundreds (not with 80 lines of usage)."""
     does = (getattr(MNISTTrainer, command).__doc__ or "").strip().splitlines()[0]
     return {
+        "exit_on_error": False,  # an ArgumentError, which `mnist-lit` shows as one `error:` line
         "default_config_files": [defaults],
         "usage": f"mnist-lit {command} [--config FILE] [--GROUP.KEY VALUE ...]",
         "description": f"{does} This project's options are --model.*, --data.* and "
@@ -112,6 +101,8 @@ def make_cli(
     quiet_lightning()
     allow_imports()
     defaults = os.environ.get(DEFAULTS) or DEFAULTS_FILE
+    argv = sys.argv[1:] if args is None else args
+    only = argv[0] if isinstance(argv, list) and argv and argv[0] in COMMANDS else None
     return MNISTCLI(
         MNISTClassifier,
         MNISTDataModule,
@@ -126,10 +117,15 @@ def make_cli(
         parser_kwargs={
             "prog": "mnist-lit",
             "description": "Train, evaluate and use the MNIST CNN.",
-            **{command: subcommand_kwargs(command, defaults) for command in COMMANDS},
+            "exit_on_error": False,
+            **{
+                command: subcommand_kwargs(command, defaults)
+                for command in ([only] if only else COMMANDS)
+            },
         },
         parser_class=MNISTArgumentParser,
         args=args,
         run=run,
+        only=only,
         tools=tools,
     )
