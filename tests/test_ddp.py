@@ -63,6 +63,17 @@ def test_ddp_test_matches_single_process_exactly(ddp_run, monkeypatch):
     assert figures["test/loss"].item() == pytest.approx(metrics["test/loss"], rel=1e-5)
 
 
+def test_ddp_test_with_uneven_batches_finishes(ddp_run):
+    """101 images in batches of 50: one process runs 2 batches, the other 1, so nothing may
+    wait for the other at each batch (a per-batch all-reduce would hang here)."""
+    root, data = ddp_run
+    checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    run_cli(
+        ["test", *tiny_args(data), *DDP, "--data.batch_size=50", f"--ckpt_path={checkpoint}"], root
+    )
+    assert scalars(checkpoint.parents[1] / "test", "test/images")[-1] == 101
+
+
 def test_ddp_validate_matches_single_process(ddp_run, monkeypatch):
     root, data = ddp_run
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"

@@ -10,6 +10,8 @@ import threading
 from types import FrameType
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.training.checkpoint_io import WRITING
 
@@ -83,5 +85,13 @@ class SigtermStopsTogether(L.Callback):
         if trainer.strategy.reduce_boolean_decision(self.received, all=False):
             self.lightning_handler(signal.SIGTERM, None)  # in every process, at this batch
 
+    def stop_after_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluation gives every image to one process, so the processes may run different
+        numbers of batches: they agree once its loop is over, not at each batch."""
+        self.stop_if_any(trainer)
+        if trainer.received_sigterm and trainer.state.fn != TrainerFn.FITTING:
+            raise SIGTERMException  # a validate or test command stops as it does alone
+
     on_sanity_check_start = on_train_start = on_validation_start = on_test_start = hold
-    on_train_batch_end = on_validation_batch_end = on_test_batch_end = stop_if_any
+    on_train_batch_end = stop_if_any
+    on_validation_end = on_test_end = stop_after_evaluation
