@@ -24,6 +24,12 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0)):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: pytest-xdist hands the files out in this order (pyproject's
+    --no-loadscope-reorder), so the long ones start at once and the quick ones fill in the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def plain_argv(tmp_path_factory):
     """The CLI is driven through main(args=...): pytest's own arguments must not reach it, nor
