@@ -12,7 +12,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import MNIST
 
-from mnist_lit.augment import random_affine
+from mnist_lit.augment import elastic_field, random_affine
 from mnist_lit.errors import require
 from mnist_lit.images import PredictInputs, find_images, read_digits
 from mnist_lit.mnist import IMAGE_SIDE, MEAN, NUM_CLASSES, STD
@@ -23,6 +23,9 @@ from mnist_lit.mnist_files import (
     raw_dir,
     verify_checksums,
 )
+
+# the training augmentations' magnitudes, each 0 when off (MNISTDataModule's arguments)
+AUGMENTATIONS = ("augment_shift", "augment_degrees", "augment_scale", "augment_elastic_alpha")
 
 
 class TensorImages(Dataset):
@@ -105,6 +108,10 @@ class MNISTDataModule(L.LightningDataModule):
             device; validation and test images are left as they are.
         augment_degrees: ... rotated by up to this many degrees either way (0: off).
         augment_scale: ... enlarged or shrunk by up to this fraction (0: off).
+        augment_elastic_alpha: ... and bent by an elastic distortion (Simard et al. 2003): a
+            random displacement field smoothed over `augment_elastic_sigma` pixels, scaled by
+            this many pixels (0: off; about 34 in the paper).
+        augment_elastic_sigma: The elastic field's smoothness, in pixels (about 4 in the paper).
     """
 
     def __init__(
@@ -120,15 +127,19 @@ class MNISTDataModule(L.LightningDataModule):
         augment_shift: float = 0.0,
         augment_degrees: float = 0.0,
         augment_scale: float = 0.0,
+        augment_elastic_alpha: float = 0.0,
+        augment_elastic_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         require(batch_size >= 1, "data.batch_size", batch_size, "at least 1")
         require(val_size >= 1, "data.val_size", val_size, "at least 1")
         require(num_workers >= 0, "data.num_workers", num_workers, "0 or more")
-        for name in ("augment_shift", "augment_degrees", "augment_scale"):
+        for name in AUGMENTATIONS:
             value = self.hparams[name]
             require(math.isfinite(value) and value >= 0, f"data.{name}", value, "0 (off) or more")
+        sigma = augment_elastic_sigma
+        require(math.isfinite(sigma) and sigma > 0, "data.augment_elastic_sigma", sigma, "> 0")
 
     def _predicting_images(self) -> bool:
         predicting = self.trainer is not None and self.trainer.state.fn == TrainerFn.PREDICTING
@@ -270,10 +281,12 @@ class MNISTDataModule(L.LightningDataModule):
 
     @property
     def augments(self) -> bool:
-        h = self.hparams
-        return any(v > 0 for v in (h.augment_shift, h.augment_degrees, h.augment_scale))
+        return any(self.hparams[name] > 0 for name in AUGMENTATIONS)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """Random shift/rotation/scaling of (B, 1, 28, 28) images in [0, 1]."""
+        """Random shift/rotation/scaling/elastic distortion of (B, 1, 28, 28) images in [0, 1]."""
         h = self.hparams
-        return random_affine(images, h.augment_shift, h.augment_degrees, h.augment_scale)
+        field = None
+        if h.augment_elastic_alpha > 0:
+            field = elastic_field(images, h.augment_elastic_alpha, h.augment_elastic_sigma)
+        return random_affine(images, h.augment_shift, h.augment_degrees, h.augment_scale, field)

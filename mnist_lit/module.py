@@ -10,6 +10,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lit.augment import shift_by_pixels
 from mnist_lit.errors import ConfigError, require
 from mnist_lit.mnist import IMAGE_SIDE, NUM_CLASSES
 from mnist_lit.model import CNN
@@ -18,6 +19,8 @@ from mnist_lit.model import CNN
 # batch 1024 the first layer's output (25 MB) spills out of the caches, and fp32 inference falls
 # from about 9,000 to 5,500 images/s (benchmarks/ingredients.py). Each image's result is the same.
 CPU_EVAL_CHUNK = 256
+# `test --tta`: each test image as it is and moved one pixel up, down, left and right (down, right)
+TTA_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 
 def per_image(batch_mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -49,6 +52,8 @@ class MNISTClassifier(L.LightningModule):
             over the first quarter of training, then anneals to almost zero, stepping per batch.
         channels_last: Keep activations in NHWC layout, which the CPU (oneDNN) and GPU (cuDNN)
             convolutions run fastest in; the same weights, results equal up to rounding.
+        batch_norm: Batch normalisation after each convolution: not the article's network, so
+            off by default (under DDP, add --trainer.sync_batchnorm true for exact statistics).
     """
 
     def __init__(
@@ -59,11 +64,12 @@ class MNISTClassifier(L.LightningModule):
         lr: float = 1e-3,
         schedule: Literal["constant", "one_cycle"] = "constant",
         channels_last: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_model_arguments(channels, hidden, dropout, lr)
-        self.model = CNN(channels=channels, hidden=hidden, dropout=dropout)
+        self.model = CNN(channels=channels, hidden=hidden, dropout=dropout, batch_norm=batch_norm)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -83,6 +89,8 @@ class MNISTClassifier(L.LightningModule):
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
         self.resumed_best: torch.Tensor | None = None
+        # set by `test --tta` for one evaluation; never a hyperparameter of the trained model
+        self.test_time_augmentation = False
         # lets Lightning print layer shapes and TensorBoard draw the graph (logger log_graph)
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
@@ -98,6 +106,17 @@ class MNISTClassifier(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch[0])
         return logits, F.cross_entropy(logits, batch[1])
+
+    def _averaged_over_shifts(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test-time augmentation: the probabilities averaged over TTA_SHIFTS, returned as log
+        probabilities (logits of the averaged distribution) with their cross-entropy."""
+        images, labels = batch
+        copies = [shift_by_pixels(images, down, right) for down, right in TTA_SHIFTS]
+        probs = torch.stack([self(copy).softmax(dim=1) for copy in copies]).mean(dim=0)
+        log_probs = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        return log_probs, F.nll_loss(log_probs, labels)
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -134,7 +153,8 @@ class MNISTClassifier(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
     ) -> torch.Tensor:
         labels = batch[1]
-        logits, loss = self._logits_and_loss(batch)
+        averaged = stage == "test" and self.test_time_augmentation
+        logits, loss = (self._averaged_over_shifts if averaged else self._logits_and_loss)(batch)
         getattr(self, f"{stage}_acc").update(logits, labels)
         getattr(self, f"{stage}_loss").update(per_image(loss, labels))
         getattr(self, f"{stage}_images").update(len(labels))

@@ -1,9 +1,11 @@
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from mnist_lit.augment import random_affine
+from mnist_lit.augment import elastic_field, random_affine, shift_by_pixels
 from mnist_lit.data import MNISTDataModule, normalize
+from mnist_lit.errors import ConfigError
 
 
 def square_digits(count: int) -> torch.Tensor:
@@ -64,3 +66,69 @@ def test_only_training_batches_are_augmented():
 
 def test_augmentation_is_off_by_default():
     assert not MNISTDataModule().augments
+
+
+def test_elastic_fields_are_smooth_bounded_and_drawn_per_image():
+    images = torch.zeros(16, 1, 28, 28)
+    torch.manual_seed(0)
+    field = elastic_field(images, alpha=34.0, sigma=4.0) * 28 / 2  # in pixels
+    assert field.shape == (16, 28, 28, 2)
+    # smoothed uniform noise in [-1, 1] times alpha stays within alpha pixels, and a Gaussian of
+    # 4 pixels leaves displacements of about a pixel or two, as the paper's figure shows
+    assert field.abs().max() <= 34.0
+    assert 0.5 < field.abs().mean() < 3.0
+    # neighbours move alike (the field bends strokes, it does not scatter pixels)
+    step = (field[:, 1:] - field[:, :-1]).abs().mean()
+    assert step < field.abs().mean() / 3
+    assert len({tuple(f.flatten().tolist()) for f in field}) == 16
+
+
+def test_elastic_field_scales_with_alpha_and_is_off_at_zero():
+    images = torch.zeros(2, 1, 28, 28)
+    torch.manual_seed(1)
+    once = elastic_field(images, alpha=1.0, sigma=3.0)
+    torch.manual_seed(1)
+    torch.testing.assert_close(elastic_field(images, alpha=5.0, sigma=3.0), 5 * once)
+    square = square_digits(2)
+    no_bend = random_affine(square, 0.0, 0.0, 0.0, elastic_field(square, alpha=0.0, sigma=4.0))
+    torch.testing.assert_close(no_bend, square)
+
+
+def test_elastic_distortion_bends_the_digit_in_place():
+    torch.manual_seed(0)
+    square = square_digits(256)
+    bent = random_affine(square, 0.0, 0.0, 0.0, elastic_field(square, alpha=34.0, sigma=4.0))
+    assert not torch.equal(bent, square)
+    # a field stretches some strokes and squeezes others: the ink balances over many images
+    assert abs(bent.sum(dim=(1, 2, 3)).mean() - 64.0) < 64 * 0.05
+    # and the digit stays where it was, give or take its few pixels of displacement
+    rows = bent[:, 0].sum(dim=2)
+    centre = (rows * torch.arange(28)).sum(dim=1) / rows.sum(dim=1)
+    assert (centre - 13.5).abs().max() < 5.0
+
+
+def test_elastic_distortion_alone_turns_augmentation_on():
+    data = MNISTDataModule(augment_elastic_alpha=34.0)
+    assert data.augments
+    data.trainer = SimpleNamespace(training=True)
+    images = (square_digits(4)[:, 0] * 255).to(torch.uint8)
+    torch.manual_seed(0)
+    bent, _ = data.on_after_batch_transfer((images, torch.arange(4)), 0)
+    assert not torch.equal(bent, normalize(images))
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+def test_an_elastic_field_without_width_is_refused(sigma):
+    with pytest.raises(ConfigError, match="data.augment_elastic_sigma"):
+        MNISTDataModule(augment_elastic_sigma=sigma)
+
+
+def test_shifts_by_whole_pixels_repeat_the_edges():
+    images = torch.arange(2 * 5 * 5, dtype=torch.float).reshape(2, 1, 5, 5)
+    assert torch.equal(shift_by_pixels(images, 0, 0), images)
+    down = shift_by_pixels(images, 1, 0)
+    assert torch.equal(down[..., 1:, :], images[..., :-1, :])
+    assert torch.equal(down[..., 0, :], images[..., 0, :])  # the top row repeated
+    left = shift_by_pixels(images, 0, -2)
+    assert torch.equal(left[..., :3], images[..., 2:])
+    assert torch.equal(left[..., 3:], images[..., 4:].expand(-1, -1, -1, 2))

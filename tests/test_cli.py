@@ -136,6 +136,20 @@ def test_validate_test_predict_from_a_checkpoint(tiny_run, tiny_run_copy, workdi
     assert accuracy == pytest.approx(test_metrics["test/acc"], abs=1e-6)
 
 
+def test_tta_results_go_beside_the_plain_test(tiny_run, tiny_run_copy, capsys):
+    run = tiny_run_copy
+    ckpt = f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}"
+    tiny_mnist = tiny_run[0].parents[1] / "data"
+    plain = main(["test", *tiny_args(tiny_mnist), ckpt]).trainer.callback_metrics["test/acc"]
+    tested = main(["test", *tiny_args(tiny_mnist), ckpt, "--tta=true"])
+    assert tested.model.test_time_augmentation
+    assert "Results: lightning_logs/version_0/test_tta/" in capsys.readouterr().out
+    tta = json.loads((run / "test_tta" / "metrics.json").read_text())
+    assert 0 <= tta["test/acc"] <= 1
+    # the plain figure is the one `test` wrote, untouched by the augmented evaluation
+    assert json.loads((run / "test" / "metrics.json").read_text())["test/acc"] == float(plain)
+
+
 def test_the_optimizer_is_the_models_alone(workdir, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--optimizer=SGD"])

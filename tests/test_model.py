@@ -19,6 +19,7 @@ def test_parameter_count_matches_the_article():
         "lr": 1e-3,
         "schedule": "constant",
         "channels_last": True,
+        "batch_norm": False,
     }
     # fc1 is shared by `fc1` and `layer4`, so it is counted once
     assert sum(p.numel() for p in CNN(**ARTICLE).parameters()) == 1_379_557
@@ -79,3 +80,25 @@ def test_pooling_before_relu_matches_the_articles_order(pool_padding):
     theirs.square().sum().backward()
     assert torch.equal(ours, theirs)
     torch.testing.assert_close(ours_grad, conv.weight.grad)
+
+
+def test_batch_norm_follows_each_convolution_in_place_of_its_bias():
+    plain, normed = CNN(**ARTICLE), CNN(**ARTICLE, batch_norm=True)
+    for layer in ("layer1", "layer2", "layer3"):
+        block = getattr(normed, layer)
+        assert isinstance(block[1], torch.nn.BatchNorm2d) and block[0].bias is None
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in getattr(plain, layer))
+    # each norm's scale and shift replace a bias: 2 x (32 + 64 + 128) - (32 + 64 + 128) more
+    count = sum(p.numel() for p in normed.parameters())
+    assert count == 1_379_557 + 32 + 64 + 128
+    # the article's network keeps its parameter names, so its checkpoints still load
+    assert set(plain.state_dict()) == set(CNN(**ARTICLE).state_dict())
+
+
+def test_batch_norm_normalises_training_batches():
+    model = CNN(**ARTICLE, batch_norm=True).train()
+    images = torch.randn(16, 1, 28, 28) * 5 + 3
+    normalised = model.layer1[1](model.layer1[0](images))
+    torch.testing.assert_close(normalised.mean(dim=(0, 2, 3)), torch.zeros(32), atol=1e-5, rtol=0)
+    assert model(images).shape == (16, 10)
+    assert model.layer1[1].num_batches_tracked == 2  # these two batches only, not the probe

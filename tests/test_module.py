@@ -2,7 +2,7 @@ import lightning as L
 import torch
 
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import CPU_EVAL_CHUNK, MNISTClassifier, one_cycle
+from mnist_lit.module import CPU_EVAL_CHUNK, TTA_SHIFTS, MNISTClassifier, one_cycle
 
 
 def quiet_trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -96,3 +96,20 @@ def test_one_cycle_runs_for_any_number_of_steps():
             scheduler.step()
             rates.append(optimizer.param_groups[0]["lr"])
         assert all(0 < rate <= 1e-2 + 1e-12 for rate in rates)
+
+
+def test_test_time_augmentation_averages_the_shifted_images_probabilities():
+    torch.manual_seed(0)
+    model = MNISTClassifier().eval()
+    images = torch.full((6, 1, 28, 28), -0.4)  # a constant background ...
+    images[:, :, 8:20, 10:16] = torch.rand(6, 1, 12, 6) * 3  # ... and ink away from the edges
+    labels = torch.arange(6)
+    with torch.inference_mode():
+        log_probs, loss = model._averaged_over_shifts((images, labels))
+        # on a constant border, a shift by a pixel is a roll by a pixel
+        rolled = [torch.roll(images, shifts=shift, dims=(2, 3)) for shift in TTA_SHIFTS]
+        expected = torch.stack([model(r).softmax(dim=1) for r in rolled]).mean(dim=0)
+    assert len(set(TTA_SHIFTS)) == 5 and (0, 0) in TTA_SHIFTS
+    torch.testing.assert_close(log_probs.exp(), expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss, -expected[labels, labels].log().mean(), rtol=1e-4, atol=1e-6)
+    assert not MNISTClassifier().test_time_augmentation  # fit's test and `test` leave it off

@@ -170,16 +170,19 @@ def place_logs(config: Namespace) -> None:
 
 def place_evaluation_logs(subcommand: str, config: Namespace, run: Path | None) -> None:
     """`validate`, `test` and `predict` write into the run whose checkpoint they evaluate, in a
-    folder named after the subcommand (`version_N/test/`), or below `lightning_logs/test/` for a
-    checkpoint from elsewhere: never as a version_N of their own, which TensorBoard, `report`
-    and `--ckpt_path last` would take for a training run. A logger given its own `version`
-    (or any other folder scheme of the user's) is left as it is."""
+    folder named after the subcommand (`version_N/test/`; `test_tta/` for `test --tta`), or
+    below `lightning_logs/test/` for a checkpoint from elsewhere: never as a version_N of their
+    own, which TensorBoard, `report` and `--ckpt_path last` would take for a training run. A
+    logger given its own `version` (or any other folder scheme of the user's) is left as it
+    is."""
     logger = config.trainer.get("logger")
     if not isinstance(logger, Namespace) or "name" not in logger.init_args:
         return
     arguments = logger.init_args
     if arguments.get("version") is not None:
         return
+    if subcommand == "test" and config.get("tta"):  # never mistaken for the plain test figure
+        subcommand = "test_tta"
     if run is not None:
         if run.is_relative_to(Path.cwd()):  # said as the user would type it
             run = run.relative_to(Path.cwd())

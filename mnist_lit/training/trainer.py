@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_lit.errors import ConfigError
+from mnist_lit.module import MNISTClassifier
 from mnist_lit.tracking.folders import check_run_folders, reporting_full_disk
 from mnist_lit.tracking.metrics_file import MetricsFile
 from mnist_lit.tracking.pictures import PredictionPictures
@@ -139,14 +140,21 @@ class MNISTTrainer(L.Trainer):
         self.print_evaluation()
         return results
 
-    def test(self, *args: Any, untrained: bool = False, **kwargs: Any) -> Any:
+    def test(self, *args: Any, untrained: bool = False, tta: bool = False, **kwargs: Any) -> Any:
         """Evaluate a checkpoint on the official test set.
 
         Args:
             untrained: Evaluate the model's new, untrained weights: without this, --ckpt_path is
                 required, so that a forgotten one never reports random weights' figures.
+            tta: Test-time augmentation: average each image's probabilities over itself and
+                its one-pixel shifts (5 passes), written to the run's test_tta/ folder.
         """
         require_checkpoint(kwargs.get("ckpt_path"), untrained)
+        model = kwargs.get("model", args[0] if args else None)
+        if isinstance(model, MNISTClassifier):
+            model.test_time_augmentation = tta
+        elif tta:
+            raise ConfigError("--tta needs the project's MNISTClassifier as the model")
         check_run_folders(self)  # evaluations write into a run's folder too
         with reporting_full_disk(self), no_empty_run_left(self):
             results = super().test(*args, **kwargs)
