@@ -16,6 +16,10 @@ is timed over the last STEPS (wall clock from the start of step WARMUP to the en
 
 Validation is off (it is not a training step). The contenders run in turn, ROUNDS times, and each
 one's median is reported with the spread, as ms per step and as images/s relative to `plain`.
+Each round's contenders run back to back, so each contender's cost over `plain` is taken per
+round (paired: the machine's slow and fast spells hit both) and given as a mean with its 95%
+t-interval over the rounds. The images/s are also given as a share of what this machine's bf16
+square matmuls would train (`share_of_bf16_matmul`). `--only plain,fit` times just those.
 Writes benchmarks/results/lightning_overhead.json.
 """
 
@@ -36,6 +40,7 @@ from mnist_lit.cli import make_cli
 from mnist_lit.data import normalize
 from mnist_lit.model import CNN
 from mnist_lit.module import one_cycle
+from mnist_lit.sweeps.significance import interval
 from mnist_lit.tracking.runs import RunLogger
 from mnist_lit.training.checkpointing import BestAndLastCheckpoint
 from mnist_lit.training.trainer import trainer_defaults
@@ -148,12 +153,15 @@ def matmul_flops(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> 
     return 2 * size**3 * done / (time.perf_counter() - started)
 
 
-def run(config: str, data_dir: str, steps: int, rounds: int) -> dict:
-    cli_args = ["--config", config, "--data.data_dir", data_dir]
-    seconds: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+def run(
+    config: str, data_dir: str, steps: int, rounds: int, only: list[str], flags: list[str]
+) -> dict:
+    cli_args = ["--config", config, "--data.data_dir", data_dir, *flags]
+    contenders = {name: parts for name, parts in CONTENDERS.items() if name in only}
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
     batch_size = None
     for _ in range(rounds):
-        for name, parts in CONTENDERS.items():
+        for name, parts in contenders.items():
             settings = make_cli(cli_args, run=False)  # fresh weights for each contender
             batch_size = settings.datamodule.hparams.batch_size
             L.seed_everything(0, verbose=False)
@@ -165,23 +173,28 @@ def run(config: str, data_dir: str, steps: int, rounds: int) -> dict:
                 else:
                     seconds[name].append(lightning_run(settings, steps, parts, root))
             print(f"{name:16} {1000 * seconds[name][-1] / steps:7.2f} ms/step", flush=True)
-    plain_ms = 1000 * statistics.median(seconds["plain"]) / steps
-    rows, previous = {}, None
-    for name, times in seconds.items():
-        ms = [1000 * t / steps for t in times]
-        median = statistics.median(ms)
-        rows[name] = {
-            "ms_per_step_median": round(median, 2),
-            "ms_per_step_all": [round(m, 2) for m in ms],
-            "images_per_second": round(batch_size * 1000 / median, 1),
-            "vs_plain": round(plain_ms / median, 3),
-            "ms_over_row_above": None if previous is None else round(median - previous, 2),
-        }
-        previous = median
     ceiling = {
         name: round(matmul_flops(dtype) / TRAINING_FLOP_PER_IMAGE, 1)
         for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
     }
+    plain_ms = [1000 * t / steps for t in seconds["plain"]]
+    rows, previous = {}, None
+    for name, times in seconds.items():
+        ms = [1000 * t / steps for t in times]
+        median = statistics.median(ms)
+        over = [m - p for m, p in zip(ms, plain_ms)]  # per round: paired
+        low_high = interval(over)
+        rows[name] = {
+            "ms_per_step_median": round(median, 2),
+            "ms_per_step_all": [round(m, 2) for m in ms],
+            "images_per_second": round(batch_size * 1000 / median, 1),
+            "share_of_bf16_matmul": round(batch_size * 1000 / median / ceiling["bf16"], 3),
+            "vs_plain": round(statistics.median(plain_ms) / median, 3),
+            "ms_over_plain_mean": round(statistics.fmean(over), 2),
+            "ms_over_plain_95": None if low_high is None else [round(v, 2) for v in low_high],
+            "ms_over_row_above": None if previous is None else round(median - previous, 2),
+        }
+        previous = median
     return {
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(torch.device("cpu")),
@@ -199,15 +212,17 @@ def report(results: dict) -> str:
     lines = [f"{results['machine']}", f"{results['config']}, batch {results['batch_size']}"]
     lines.append(f"ceiling images/s at matmul speed: {results['ceiling_images_per_second']}")
     lines.append(
-        f"{'':16} {'ms/step':>8} {'range':>13} {'images/s':>9} {'vs plain':>9} {'added':>6}"
+        f"{'':16} {'ms/step':>8} {'range':>13} {'images/s':>9} {'bf16 share':>10} "
+        f"{'vs plain':>9} {'ms over plain [95%]':>20} {'added':>6}"
     )
     for name, row in results["contenders"].items():
         low, high = min(row["ms_per_step_all"]), max(row["ms_per_step_all"])
-        added = row["ms_over_row_above"]
+        added, bounds = row["ms_over_row_above"], row["ms_over_plain_95"]
+        over = f"{row['ms_over_plain_mean']}" + (f" [{bounds[0]}, {bounds[1]}]" if bounds else "")
         lines.append(
             f"{name:16} {row['ms_per_step_median']:>8} {f'{low}-{high}':>13} "
-            f"{row['images_per_second']:>9} {row['vs_plain']:>9} "
-            f"{'' if added is None else added:>6}"
+            f"{row['images_per_second']:>9} {row['share_of_bf16_matmul']:>10} "
+            f"{row['vs_plain']:>9} {over:>20} {'' if added is None else added:>6}"
         )
     return "\n".join(lines)
 
@@ -218,9 +233,14 @@ def main() -> None:
     parser.add_argument("--data_dir", default="../shared/data")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per contender")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(CONTENDERS), help="contenders, by name")
     parser.add_argument("--out", default="benchmarks/results/lightning_overhead.json")
-    args = parser.parse_args()
-    results = run(args.config, args.data_dir, args.steps, args.rounds)
+    args, flags = parser.parse_known_args()  # the rest: fit's flags, e.g. --data.batch_size 128
+    only = ["plain"] + [name for name in args.only.split(",") if name != "plain"]
+    unknown = set(only) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"--only: no contender {', '.join(sorted(unknown))}; from {list(CONTENDERS)}")
+    results = run(args.config, args.data_dir, args.steps, args.rounds, only, flags)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
