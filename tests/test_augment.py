@@ -1,9 +1,10 @@
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mnist_lit.augment import elastic_field, random_affine, shift_by_pixels
+from mnist_lit.augment import elastic_field, gaussian_blur_matrix, random_affine, shift_by_pixels
 from mnist_lit.data import MNISTDataModule, normalize
 from mnist_lit.errors import ConfigError
 
@@ -132,3 +133,18 @@ def test_shifts_by_whole_pixels_repeat_the_edges():
     left = shift_by_pixels(images, 0, -2)
     assert torch.equal(left[..., :3], images[..., 2:])
     assert torch.equal(left[..., 3:], images[..., 4:].expand(-1, -1, -1, 2))
+
+
+@pytest.mark.parametrize("sigma", [1.0, 4.0, 6.0])
+def test_the_blur_matrix_is_a_zero_padded_gaussian_convolution(sigma):
+    torch.manual_seed(0)
+    noise = torch.rand(3, 2, 28, 28) * 2 - 1
+    radius = math.ceil(3 * sigma)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    flat = noise.reshape(-1, 1, 28, 28)
+    rows = torch.nn.functional.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    both = torch.nn.functional.conv2d(rows, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    blur = gaussian_blur_matrix(28, sigma, noise)
+    torch.testing.assert_close(blur @ noise @ blur.T, both.reshape(noise.shape))
