@@ -227,6 +227,24 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def named(parser: argparse.ArgumentParser, only: str, names: list[str]) -> list[str]:
+    """The contenders `--only` names (comma-separated), the first of `names`, the reference,
+    always first; an unknown name is a usage error."""
+    chosen = [names[0]] + [name for name in only.split(",") if name != names[0]]
+    unknown = set(chosen) - set(names)
+    if unknown:
+        parser.error(f"--only: no contender {', '.join(sorted(unknown))}; from {names}")
+    return chosen
+
+
+def write(results: dict, out: str, text: str) -> None:
+    """The results as JSON at `out`, and their table printed."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    print(text)
+    print(f"written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/fast.yaml")
@@ -236,15 +254,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(CONTENDERS), help="contenders, by name")
     parser.add_argument("--out", default="benchmarks/results/lightning_overhead.json")
     args, flags = parser.parse_known_args()  # the rest: fit's flags, e.g. --data.batch_size 128
-    only = ["plain"] + [name for name in args.only.split(",") if name != "plain"]
-    unknown = set(only) - set(CONTENDERS)
-    if unknown:
-        parser.error(f"--only: no contender {', '.join(sorted(unknown))}; from {list(CONTENDERS)}")
+    only = named(parser, args.only, list(CONTENDERS))
     results = run(args.config, args.data_dir, args.steps, args.rounds, only, flags)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results))
-    print(f"written to {args.out}")
+    write(results, args.out, report(results))
 
 
 if __name__ == "__main__":

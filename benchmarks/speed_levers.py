@@ -13,15 +13,13 @@ Writes benchmarks/results/speed_levers.json.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning_overhead import TRAINING_FLOP_PER_IMAGE, matmul_flops
+from lightning_overhead import TRAINING_FLOP_PER_IMAGE, matmul_flops, named, write
 from torch import nn
 from torchvision.datasets import MNIST
 from train_speed import autocast_for, machine
@@ -183,15 +181,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(LEVERS), help="levers, by name")
     parser.add_argument("--out", default="benchmarks/results/speed_levers.json")
     args = parser.parse_args()
-    only = ["fast.yaml's step"] + [n for n in args.only.split(",") if n != "fast.yaml's step"]
-    unknown = set(only) - set(LEVERS)
-    if unknown:
-        parser.error(f"--only: no lever {', '.join(sorted(unknown))}; from {list(LEVERS)}")
+    only = named(parser, args.only, list(LEVERS))
     results = measure(args.data_dir, args.images, args.rounds, only)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(report(results))
-    print(f"written to {args.out}")
+    write(results, args.out, report(results))
 
 
 if __name__ == "__main__":
