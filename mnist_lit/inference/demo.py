@@ -202,7 +202,9 @@ def serve(gr: ModuleType, reader: DigitReader, options: Namespace) -> None:
         )
     except OSError as error:  # the port is taken, or the host is not this machine's
         raise DemoServerError(f"cannot serve on {options.host}:{options.port}: {error}") from None
-    print(f"Demo of {reader.checkpoint}: http://{options.host}:{options.port}  (Ctrl-C stops it)")
+    # flushed: where stdout is a pipe or a file, the address is there while the demo serves
+    address = f"http://{options.host}:{options.port}"
+    print(f"Demo of {reader.checkpoint}: {address}  (Ctrl-C stops it)", flush=True)
     try:
         while True:
             time.sleep(3600)

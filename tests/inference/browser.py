@@ -41,8 +41,9 @@ DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
 @contextmanager
 def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0, env: dict | None = None):
     """`python -m mnist_lit demo` on a free local port; yields its address and process once it
-    answers. The process takes Ctrl-C (SIGINT) as from a terminal, even where this one ignores
-    it (started in the background by a shell)."""
+    answers and has printed its address (Gradio answers from its own thread a moment before
+    `launch` returns). The process takes Ctrl-C (SIGINT) as from a terminal, even where this one
+    ignores it (started in the background by a shell)."""
     port = free_port()
     command = module_command("demo", f"--ckpt_path={checkpoint}", f"--port={port}")
     log = cwd / f"demo-{port}.log"
@@ -61,7 +62,7 @@ def serving_demo(checkpoint: Path, cwd: Path, timeout: float = 120.0, env: dict 
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=5) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and "(Ctrl-C stops it)" in log.read_text():
                         break
             except OSError:
                 pass
